@@ -1,0 +1,28 @@
+# `make run` runs the smoke scenario on Docker; `make test` runs the whole suite.
+# Both bootstrap what they need: Debian packages, the virtualenv, the images.
+
+VENV := .venv
+STAMP := $(VENV)/.bootstrapped
+HARNESS := $(VENV)/bin/harness
+
+.PHONY: run test images lint down
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(HARNESS) run scenarios/smoke.yaml
+
+images: $(STAMP)
+	$(HARNESS) images build
+
+test: $(STAMP) images
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check harness tests
+	$(VENV)/bin/ruff check harness tests
+
+down: $(STAMP)
+	$(HARNESS) down

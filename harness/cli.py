@@ -1,0 +1,258 @@
+"""The ``harness`` command: parses options, calls the library, sets exit codes.
+
+Exit codes: 0 every invariant valid (or the scenario's expectation met); 1 an
+invariant invalid by the coordinator's fault, or an expectation not met; 2 bad
+input or broken infrastructure, with what to do; 3 nothing invalid but
+something unknown; 130 interrupted, after teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import HarnessError
+from harness.report.results import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    exit_code_for,
+    print_verdicts,
+)
+from harness.scenario import STRATEGIES, load_scenario, scenario_schema
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="A test harness for distributed slot coordination.",
+)
+images_app = typer.Typer(no_args_is_help=True, help="Build and list the images.")
+scenario_app = typer.Typer(no_args_is_help=True, help="Scenario file tools.")
+app.add_typer(images_app, name="images")
+app.add_typer(scenario_app, name="scenario")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(err: HarnessError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+    return typer.Exit(err.exit_code)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log debug lines.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def run(
+    scenario_file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    strategy: Annotated[
+        str | None,
+        typer.Option(help=f"Override the strategy: one of {', '.join(STRATEGIES)}."),
+    ] = None,
+    instances: Annotated[
+        int | None, typer.Option(help="Override the number of coordinator instances.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
+    coordinator_image: Annotated[
+        str | None,
+        typer.Option(
+            help="Test your own coordinator image (already in this Docker Engine) "
+            "in place of the reference coordinator."
+        ),
+    ] = None,
+    reports: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path(
+        "reports"
+    ),
+) -> None:
+    """Runs a scenario on Docker and checks every invariant."""
+    from harness.run import check_docker, execute_run
+
+    try:
+        scenario = load_scenario(scenario_file).with_overrides(
+            strategy, instances, seed
+        )
+        check_docker()
+        runtime_image = _ensure_images()
+    except HarnessError as err:
+        raise _fail(err) from err
+
+    async def main_task():
+        # SIGTERM (a CI runner stopping the job) tears down like Ctrl-C does.
+        task = asyncio.current_task()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await execute_run(
+            scenario,
+            reports,
+            console,
+            runtime_image=runtime_image,
+            coordinator_image=coordinator_image,
+        )
+
+    try:
+        outcome = asyncio.run(main_task())
+    except asyncio.CancelledError:
+        err_console.print(
+            "terminated; containers removed, the run folder keeps what ran"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except HarnessError as err:
+        raise _fail(err) from err
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted; containers removed, the run folder keeps what ran"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    console.print(f"run folder: {outcome.run_dir}")
+    raise typer.Exit(outcome.exit_code)
+
+
+def _ensure_images() -> str:
+    from harness.images import build_images, images_present, required_runtime_tag
+
+    if images_present():
+        return required_runtime_tag()
+    console.print("images missing or out of date: building them (first time: ~2 min)")
+    image_set = build_images(progress=lambda msg: console.print(f"  {msg}"))
+    return image_set.runtime
+
+
+@app.command()
+def check(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder under reports/.")],
+) -> None:
+    """Checks a saved run folder again, even one whose run was interrupted."""
+    from harness.run import check_run_dir
+
+    try:
+        if not run_dir.is_dir():
+            raise HarnessError(
+                f"run folder {str(run_dir)!r} not found; pass a folder that "
+                "`harness run` wrote under reports/"
+            )
+        verdicts, header = check_run_dir(run_dir)
+    except HarnessError as err:
+        raise _fail(err) from err
+    print_verdicts(console, verdicts, f"verdicts of {run_dir.name}")
+    expect = (header.get("scenario") or {}).get("expect") or {}
+    raise typer.Exit(exit_code_for(verdicts, expect))
+
+
+@app.command()
+def down(
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Also remove project resources that belong to no run."
+        ),
+    ] = False,
+) -> None:
+    """Removes containers and networks of runs whose harness process is gone."""
+    from harness.run import check_docker
+    from harness.topology.labels import remove_orphans
+
+    try:
+        client = check_docker()
+    except HarnessError as err:
+        raise _fail(err) from err
+    removed = remove_orphans(client, include_all=all_)
+    console.print(
+        f"removed {len(removed.containers)} containers and "
+        f"{len(removed.networks)} networks"
+    )
+    for run_id in removed.skipped_live_runs:
+        console.print(f"left run {run_id} alone: its harness process is alive")
+
+
+@images_app.command("build")
+def images_build(
+    force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,
+) -> None:
+    """Builds the base and runtime images with no registry (cached)."""
+    from harness.images import build_images
+    from harness.run import check_docker
+
+    try:
+        check_docker()
+        image_set = build_images(
+            progress=lambda msg: console.print(f"  {msg}"), force=force
+        )
+    except HarnessError as err:
+        raise _fail(err) from err
+    console.print(f"base: {image_set.base}\nruntime: {image_set.runtime}")
+
+
+@images_app.command("list")
+def images_list() -> None:
+    """Lists the project's images and whether each matches the current source."""
+    from harness.images import list_images
+    from harness.run import check_docker
+
+    try:
+        check_docker()
+    except HarnessError as err:
+        raise _fail(err) from err
+    table = Table()
+    for column in ("tag", "role", "size", "created", "up to date"):
+        table.add_column(column)
+    for image in list_images():
+        table.add_row(
+            image.tag,
+            image.role,
+            f"{image.size / 1e6:.0f} MB",
+            str(image.created),
+            "yes" if image.up_to_date else "no",
+        )
+    console.print(table)
+
+
+@scenario_app.command("schema")
+def scenario_schema_command() -> None:
+    """Prints the JSON Schema of scenario files."""
+    sys.stdout.write(scenario_schema() + "\n")
+
+
+@scenario_app.command("validate")
+def scenario_validate(path: Annotated[Path, typer.Argument()]) -> None:
+    """Validates a scenario file without starting anything."""
+    try:
+        scenario = load_scenario(path)
+    except HarnessError as err:
+        raise _fail(err) from err
+    console.print(json.dumps(scenario.model_dump(mode="json"), indent=2))
+
+
+@app.command()
+def doctor() -> None:
+    """Reports Docker, images, kernel features and disk, each with its fix."""
+    from harness.doctor import run_checks
+
+    results = run_checks()
+    table = Table()
+    for column in ("check", "status", "detail / fix"):
+        table.add_column(column)
+    worst = 0
+    for item in results:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}[item.status]
+        table.add_row(item.name, f"[{colour}]{item.status}[/{colour}]", item.detail)
+        if item.status == "fail":
+            worst = EXIT_BAD_INPUT
+    console.print(table)
+    raise typer.Exit(worst)

@@ -1,0 +1,127 @@
+"""Checks of the machine a run needs, each with the fix when it fails."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+MIN_FREE_DISK_GB = 5
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: str  # ok, warn or fail
+    detail: str
+
+
+def check_docker() -> CheckResult:
+    try:
+        client = docker.from_env(timeout=10)
+        version = client.version()
+    except docker.errors.DockerException as err:
+        return CheckResult(
+            "docker", "fail", f"unreachable ({err}); start the Docker daemon"
+        )
+    return CheckResult(
+        "docker",
+        "ok",
+        f"engine {version.get('Version')}, storage "
+        f"{client.info().get('Driver')}, cgroup v{client.info().get('CgroupVersion')}",
+    )
+
+
+def check_images() -> CheckResult:
+    try:
+        from harness.images import images_present, required_runtime_tag
+
+        tag = required_runtime_tag()
+        present = images_present()
+    except Exception as err:  # noqa: BLE001 - a doctor reports, it does not crash
+        return CheckResult("images", "fail", f"cannot tell ({err})")
+    if present:
+        return CheckResult("images", "ok", tag)
+    return CheckResult(
+        "images",
+        "warn",
+        f"{tag} not built; `harness images build` (or the first `harness run`) "
+        "builds it in about 2 minutes",
+    )
+
+
+def check_debootstrap() -> CheckResult:
+    if shutil.which("debootstrap"):
+        return CheckResult("debootstrap", "ok", shutil.which("debootstrap") or "")
+    return CheckResult(
+        "debootstrap",
+        "warn",
+        "missing; needed only to build the base image: apt-get install debootstrap",
+    )
+
+
+def _kernel_module_known(name: str) -> bool:
+    release = platform.release()
+    if name in Path("/proc/modules").read_text(errors="replace"):
+        return True
+    modules = Path("/lib/modules") / release
+    return modules.exists() and any(modules.rglob(f"{name}.ko*"))
+
+
+def check_netem() -> CheckResult:
+    if _kernel_module_known("sch_netem"):
+        return CheckResult("kernel: netem", "ok", "tc netem can add latency")
+    return CheckResult(
+        "kernel: netem",
+        "warn",
+        "sch_netem not found for this kernel; latency faults will need the TCP "
+        "proxy instead of tc netem",
+    )
+
+
+def check_iptables() -> CheckResult:
+    if shutil.which("iptables") and shutil.which("nsenter"):
+        return CheckResult("iptables + nsenter", "ok", "partitions can be made")
+    return CheckResult(
+        "iptables + nsenter",
+        "warn",
+        "missing; partitions need them: apt-get install iptables util-linux",
+    )
+
+
+def check_freezer() -> CheckResult:
+    v1 = Path("/sys/fs/cgroup/freezer").exists()
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    if v1 or v2:
+        return CheckResult("cgroup freezer", "ok", "docker pause works")
+    return CheckResult("cgroup freezer", "warn", "no freezer found: pause faults fail")
+
+
+def check_disk() -> CheckResult:
+    usage = shutil.disk_usage(os.getcwd())
+    free_gb = usage.free / 1e9
+    if free_gb < MIN_FREE_DISK_GB:
+        return CheckResult(
+            "disk",
+            "fail",
+            f"{free_gb:.1f} GB free here; the images need about 2 GB and runs "
+            f"write reports: free at least {MIN_FREE_DISK_GB} GB",
+        )
+    return CheckResult("disk", "ok", f"{free_gb:.0f} GB free")
+
+
+def run_checks() -> list[CheckResult]:
+    return [
+        check_docker(),
+        check_images(),
+        check_debootstrap(),
+        check_iptables(),
+        check_netem(),
+        check_freezer(),
+        check_disk(),
+    ]

@@ -1,0 +1,1 @@
+"""Run reports: results.json and the verdict table."""

@@ -1,0 +1,395 @@
+"""One run: cluster up, storm with faults, redelivery, settle, final read, checks.
+
+Every phase writes to the run folder as it goes, so a run stopped at any
+point (Ctrl-C, a crash, a killed harness) leaves a history that
+``harness check`` can still read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import platform
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+import harness
+from harness.checkers import check_all
+from harness.checkers.online import OnlineChecker
+from harness.checkers.verdict import Verdict
+from harness.client import CoordinatorClient
+from harness.errors import InfrastructureError
+from harness.final_state import read_batches, read_completions, read_store_rows
+from harness.history import HistoryWriter, Operation, load_history
+from harness.metrics import HarnessMetrics
+from harness.nemesis import FaultContext, start_faults
+from harness.report.results import (
+    EXIT_INTERRUPTED,
+    exit_code_for,
+    expectation_outcome,
+    percentiles,
+    print_verdicts,
+    write_results,
+)
+from harness.scenario import Scenario
+from harness.topology.docker_cluster import ClusterSpec, DockerCluster
+from harness.workload import Storm, plan_batches, plan_storm
+
+log = logging.getLogger(__name__)
+
+REGISTER_ATTEMPTS = 20
+REDELIVERY_DEADLINE_S = 60.0
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    exit_code: int
+    verdicts: list[Verdict]
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def new_run_id(scenario: Scenario) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{scenario.name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def check_docker() -> docker.DockerClient:
+    """Connects to the Docker Engine or raises with what to do."""
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except docker.errors.DockerException as err:
+        raise InfrastructureError(
+            f"Docker is unreachable ({err}); start the Docker daemon, or set "
+            "DOCKER_HOST to a reachable engine, then run again"
+        ) from err
+    return client
+
+
+class Run:
+    """The state of one run while it executes."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        run_id: str,
+        cluster: DockerCluster,
+        console: Console,
+        versions: dict[str, Any],
+    ) -> None:
+        self.scenario = scenario
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.cluster = cluster
+        self.console = console
+        self.versions = versions
+        self.metrics = HarnessMetrics()
+        self.online = OnlineChecker()
+        self.online_reported = 0
+        self.phases: dict[str, float] = {}
+        self.fault_counts: dict[str, int] = {}
+        self.history = HistoryWriter(
+            run_dir / "history.jsonl",
+            {
+                "run_id": run_id,
+                "seed": scenario.seed,
+                "scenario": scenario.model_dump(mode="json"),
+                "versions": versions,
+                "started_at": datetime.now(UTC).isoformat(),
+            },
+        )
+
+    def on_completion(self, op: Operation, latency_ms: float) -> None:
+        self.metrics.observe(op, latency_ms)
+        for message in self.online.observe(op):
+            invariant = message.split(":", 1)[0]
+            self.metrics.violations.labels(invariant).inc()
+            if self.online_reported < 5:
+                self.console.print(f"[red]online check:[/red] {message}")
+            self.online_reported += 1
+
+    async def execute(self) -> dict[str, Any]:
+        scenario = self.scenario
+        plan = plan_storm(scenario, plan_batches(scenario, self.run_id))
+        instances = self.cluster.instance_names
+
+        def instance_url(name: str) -> str | None:
+            member = self.cluster.members.get(name)
+            if member is None or member.host_port is None:
+                return None
+            return f"http://127.0.0.1:{member.host_port}"
+
+        async with CoordinatorClient(
+            self.history, instance_url, scenario.request_timeout_s, self.on_completion
+        ) as client:
+            # Register every batch; a register is idempotent, so retry until ok.
+            started = time.monotonic()
+            await self._register(client, plan.batches, instances)
+            self.phases["register_s"] = time.monotonic() - started
+
+            # The storm, with faults scheduled against it.
+            started = time.monotonic()
+            storm = Storm(plan, client, instances, scenario.duplicates, scenario.seed)
+            await self._storm_with_faults(storm, plan)
+            self.phases["storm_s"] = time.monotonic() - started
+
+            # Redelivery of every event with no definite answer.
+            started = time.monotonic()
+            unhandled = await storm.redeliver(REDELIVERY_DEADLINE_S)
+            self.phases["redelivery_s"] = time.monotonic() - started
+            if unhandled:
+                self.console.print(
+                    f"[yellow]{unhandled} events had no definite answer after "
+                    "redelivery[/yellow]"
+                )
+
+            # Settle, then read the final state.
+            started = time.monotonic()
+            batch_ids = [batch.batch_id for batch in plan.batches]
+            await self._settle(batch_ids)
+            self.phases["settle_s"] = time.monotonic() - started
+            final_state = await self._read_final_state(client, instances, batch_ids)
+
+        return {
+            "final_state": final_state,
+            "counts": client.stats.counts,
+            "latency_ms": {
+                f: percentiles(samples)
+                for f, samples in client.stats.latencies_ms.items()
+            },
+            "firings": len(plan.firings),
+            "storm_planned_s": round(plan.duration_s, 2),
+            "redelivery_unhandled": unhandled,
+        }
+
+    async def _register(self, client, batches, instances) -> None:
+        for number, batch in enumerate(batches):
+            value = {"batch_id": batch.batch_id, "slot_ids": batch.slot_ids}
+            body = {"batch_id": batch.batch_id, "slot_ids": batch.slot_ids}
+            for attempt in range(REGISTER_ATTEMPTS):
+                instance = instances[(number + attempt) % len(instances)]
+                op, _ = await client.call(
+                    "register", instance, "POST", "/batches", value, body
+                )
+                if op.type == "ok":
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise InfrastructureError(
+                    f"batch {batch.batch_id} could not be registered in "
+                    f"{REGISTER_ATTEMPTS} attempts (last reply: {op.value}); see the "
+                    "coordinator logs in the run folder"
+                )
+
+    async def _storm_with_faults(self, storm: Storm, plan) -> None:
+        ctx = FaultContext(
+            cluster=self.cluster,
+            history=self.history,
+            rng=random.Random(self.scenario.seed + 2),
+            storm_start=time.monotonic(),
+            storm_duration_s=plan.duration_s,
+        )
+        fault_tasks = start_faults(self.scenario.faults, ctx)
+        progress = Progress(
+            TextColumn("storm"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self.console,
+            transient=False,
+        )
+        with progress:
+            task = progress.add_task("storm", total=len(plan.firings), status="")
+
+            def on_firing(fired: int) -> None:
+                active = ", ".join(f"{k}" for k, n in ctx.active.items() if n > 0)
+                violations = sum(self.online.violations.values())
+                status = f"faults: {active or 'none'}  online violations: {violations}"
+                progress.update(task, completed=fired, status=status)
+
+            storm.on_firing = on_firing
+            try:
+                await storm.run()
+            finally:
+                # Heal: every fault ends and every instance is back before redelivery.
+                results = await asyncio.gather(*fault_tasks, return_exceptions=True)
+        for fault, result in zip(self.scenario.faults, results, strict=True):
+            if isinstance(result, BaseException):
+                raise InfrastructureError(
+                    f"fault {fault.kind} failed to run: {result!r}"
+                ) from result
+            self.fault_counts[fault.kind] = (
+                self.fault_counts.get(fault.kind, 0) + result
+            )
+
+    async def _settle(self, batch_ids: list[str]) -> None:
+        """Waits until every batch has a completion entry, or settle_s passes."""
+        deadline = time.monotonic() + self.scenario.settle_s
+        wanted = set(batch_ids)
+        while time.monotonic() < deadline:
+            try:
+                completions = await read_completions(self.cluster.redis_url())
+            except OSError:
+                completions = []
+            if wanted <= {entry["batch_id"] for entry in completions}:
+                return
+            await asyncio.sleep(0.5)
+
+    async def _read_final_state(self, client, instances, batch_ids) -> dict[str, Any]:
+        final_state: dict[str, Any] = {
+            "batches": await read_batches(client, instances, batch_ids),
+            "completions": await read_completions(self.cluster.redis_url()),
+        }
+        rows, reason = await read_store_rows(self.cluster.postgres_dsn(), batch_ids)
+        if rows is not None:
+            final_state["store_rows"] = rows
+        else:
+            final_state["store_rows_unreadable"] = reason
+        path = self.run_dir / "final_state.json"
+        path.write_text(json.dumps(final_state, indent=1, sort_keys=True) + "\n")
+        return final_state
+
+
+def check_run_dir(run_dir: Path) -> tuple[list[Verdict], dict[str, Any]]:
+    """Checks a saved run folder; the final state may be missing."""
+    history = load_history(run_dir / "history.jsonl")
+    final_path = run_dir / "final_state.json"
+    final_state = None
+    if final_path.exists():
+        final_state = json.loads(final_path.read_text())
+    return check_all(history, final_state), history.header
+
+
+def versions(runtime_image: str, coordinator_image: str | None) -> dict[str, Any]:
+    return {
+        "harness": harness.__version__,
+        "python": platform.python_version(),
+        "runtime_image": runtime_image,
+        "coordinator_image": coordinator_image or runtime_image,
+    }
+
+
+async def execute_run(
+    scenario: Scenario,
+    reports_dir: Path,
+    console: Console,
+    runtime_image: str,
+    coordinator_image: str | None = None,
+    cluster: DockerCluster | None = None,
+    scenario_text: str | None = None,
+) -> RunOutcome:
+    """Runs one scenario end to end and writes its run folder.
+
+    With ``cluster`` given (tests share one per session), the run uses it as is
+    after a state reset and leaves it running; otherwise it starts its own and
+    removes it at the end, on error and on Ctrl-C alike.
+    """
+    run_id = new_run_id(scenario)
+    run_dir = reports_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "scenario.yaml").write_text(
+        scenario_text
+        or yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)
+    )
+    console.print(
+        f"run [bold]{run_id}[/bold]: strategy {scenario.strategy}, "
+        f"{scenario.instances} instances, seed {scenario.seed}"
+    )
+    console.print(f"replay with: harness run {run_dir / 'scenario.yaml'}")
+
+    owns_cluster = cluster is None
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "run_id": run_id,
+        "status": "started",
+        "seed": scenario.seed,
+        "strategy": scenario.strategy,
+        "scenario": scenario.model_dump(mode="json"),
+        "versions": versions(runtime_image, coordinator_image),
+    }
+    run: Run | None = None
+    try:
+        if owns_cluster:
+            cluster = DockerCluster(
+                ClusterSpec(
+                    run_id=run_id,
+                    runtime_image=runtime_image,
+                    instances=scenario.instances,
+                    strategy=scenario.strategy,
+                    redis_persistence=scenario.redis_persistence,
+                    coordinator_image=coordinator_image,
+                )
+            )
+            await asyncio.to_thread(cluster.start, lambda msg: console.print(msg))
+        else:
+            if (cluster.spec.strategy, cluster.spec.instances) != (
+                scenario.strategy,
+                scenario.instances,
+            ):
+                await asyncio.to_thread(
+                    cluster.replace_instances, scenario.strategy, scenario.instances
+                )
+            await asyncio.to_thread(cluster.reset_state)
+        results["phases"] = {"cluster_up_s": round(time.monotonic() - started, 2)}
+
+        run = Run(scenario, run_dir, run_id, cluster, console, results["versions"])
+        outcome = await run.execute()
+        run.history.close()
+
+        verdicts, _ = check_run_dir(run_dir)
+        expect = scenario.expect.model_dump()
+        met, misses = expectation_outcome(verdicts, expect)
+        exit_code = exit_code_for(verdicts, expect)
+        results.update(
+            status="completed",
+            verdicts=[v.to_json() for v in verdicts],
+            counts=outcome["counts"],
+            latency_ms=outcome["latency_ms"],
+            firings=outcome["firings"],
+            storm_planned_s=outcome["storm_planned_s"],
+            redelivery_unhandled=outcome["redelivery_unhandled"],
+            faults=run.fault_counts,
+            online_violations=dict(run.online.violations),
+            expect={**expect, "met": met, "misses": misses},
+            exit_code=exit_code,
+        )
+        results["phases"].update({k: round(v, 2) for k, v in run.phases.items()})
+        print_verdicts(console, verdicts, f"verdicts of {run_id}")
+        for miss in misses:
+            console.print(f"[red]expectation not met:[/red] {miss}")
+        return RunOutcome(run_dir, exit_code, verdicts, results)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        results.update(status="interrupted", exit_code=EXIT_INTERRUPTED)
+        raise
+    except BaseException as err:
+        results.update(status="error", error=str(err))
+        raise
+    finally:
+        results["duration_s"] = round(time.monotonic() - started, 2)
+        if run is not None:
+            run.history.close()
+            run.metrics.save(run_dir / "metrics.prom")
+        if cluster is not None:
+            try:
+                await asyncio.shield(
+                    asyncio.to_thread(cluster.save_logs, run_dir / "logs")
+                )
+            except Exception as err:  # noqa: BLE001 - logs are best effort
+                log.warning("could not save container logs: %s", err)
+            if owns_cluster:
+                await asyncio.shield(asyncio.to_thread(cluster.teardown))
+        write_results(run_dir / "results.json", results)

@@ -1,0 +1,202 @@
+"""Scenario files: what a run starts, sends, breaks and expects.
+
+A scenario is YAML validated by pydantic. Every error names the file, the
+field and what is allowed, and is raised before any container starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import ScenarioError
+
+CORRECT_STRATEGIES = ("lua", "watch", "postgres")
+FAULTY_STRATEGIES = (
+    "immediate-spop",
+    "check-then-act",
+    "in-memory",
+    "pop-then-record",
+    "double-completion",
+)
+STRATEGIES = CORRECT_STRATEGIES + FAULTY_STRATEGIES
+
+INVARIANT_NAMES = (
+    "one-slot-per-content",
+    "one-content-per-slot",
+    "no-lost-slot",
+    "no-overfill",
+    "completion-exactly-once",
+    "liveness",
+    "stores-agree",
+)
+Invariant = Literal[
+    "one-slot-per-content",
+    "one-content-per-slot",
+    "no-lost-slot",
+    "no-overfill",
+    "completion-exactly-once",
+    "liveness",
+    "stores-agree",
+]
+StrategyName = Literal[
+    "lua",
+    "watch",
+    "postgres",
+    "immediate-spop",
+    "check-then-act",
+    "in-memory",
+    "pop-then-record",
+    "double-completion",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KillFault(_Strict):
+    """SIGKILL of a coordinator, then a restart after ``down_s``, every ``every_s``."""
+
+    kind: Literal["kill"]
+    target: str = Field(
+        "random-instance",
+        description="'random-instance' or an instance name such as 'coordinator-2'",
+    )
+    every_s: float = Field(gt=0, le=3600, description="seconds between kills")
+    down_s: float = Field(2.0, ge=0, le=600, description="seconds before restart")
+    start_s: float = Field(
+        0.0, ge=0, description="seconds into the storm before the first kill"
+    )
+
+
+class RedisRestartFault(_Strict):
+    """A restart of the Redis container at ``at_s`` seconds into the storm."""
+
+    kind: Literal["redis-restart"]
+    at_s: float = Field(ge=0, le=3600)
+
+
+class WatchConflictFault(_Strict):
+    """WATCH conflicts injected by the RESP proxy on a fraction of transactions."""
+
+    kind: Literal["watch-conflict"]
+    fraction: float = Field(ge=0, le=1)
+
+
+Fault = Annotated[
+    KillFault | RedisRestartFault | WatchConflictFault, Field(discriminator="kind")
+]
+
+
+class Expect(_Strict):
+    """Invariants a run must find invalid (for a faulty strategy) or valid."""
+
+    invalid: list[Invariant] = Field(default_factory=list)
+    valid: list[Invariant] = Field(default_factory=list)
+
+
+class Scenario(_Strict):
+    name: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(ge=0, le=2**63 - 1)
+    instances: int = Field(ge=1, le=16)
+    strategy: StrategyName
+    batches: int = Field(ge=1, le=1000)
+    slots_per_batch: int = Field(ge=1, le=10_000)
+    contents_per_batch: int = Field(ge=0, le=100_000)
+    failures_per_batch: int = Field(0, ge=0, le=10_000)
+    duplicates: int = Field(
+        ge=1, le=100, description="copies of each event, sent concurrently"
+    )
+    rate: float = Field(
+        gt=0,
+        le=20_000,
+        description="HTTP requests per second across all copies and instances",
+    )
+    duration_s: float = Field(gt=0, le=3600, description="length of the storm")
+    faults: list[Fault] = Field(default_factory=list)
+    settle_s: float = Field(15.0, ge=0, le=3600)
+    request_timeout_s: float = Field(5.0, gt=0, le=120)
+    redis_persistence: Literal["aof", "volatile"] = "aof"
+    expect: Expect = Field(default_factory=Expect)
+
+    @model_validator(mode="after")
+    def _check_fault_times(self) -> Scenario:
+        for fault in self.faults:
+            if isinstance(fault, RedisRestartFault) and fault.at_s > self.duration_s:
+                raise ValueError(
+                    f"redis-restart at_s={fault.at_s} is after the storm ends "
+                    f"(duration_s={self.duration_s}); pick at_s <= duration_s"
+                )
+        return self
+
+    def with_overrides(
+        self,
+        strategy: str | None = None,
+        instances: int | None = None,
+        seed: int | None = None,
+    ) -> Scenario:
+        """Returns a copy with command-line overrides applied and validated."""
+        data = self.model_dump()
+        if strategy is not None:
+            data["strategy"] = strategy
+            if strategy != self.strategy:
+                # An expectation written for one strategy says nothing of another.
+                data["expect"] = {}
+        if instances is not None:
+            data["instances"] = instances
+        if seed is not None:
+            data["seed"] = seed
+        return _validate(data, source="command-line options")
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid scenario"]
+    for error in err.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  field '{field}': {error['msg']}{shown}")
+    lines.append(
+        "  `harness scenario schema` prints every field and its allowed values"
+    )
+    return "\n".join(lines)
+
+
+def _validate(data: object, source: str) -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(_format_errors(err, source)) from err
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Reads and validates a scenario file; any problem is a ScenarioError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ScenarioError(
+            f"scenario file {str(path)!r} not found; the ready ones are in scenarios/"
+        ) from err
+    except OSError as err:
+        raise ScenarioError(
+            f"scenario file {str(path)!r} cannot be read: {err}"
+        ) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ScenarioError(
+            f"{path}: expected a mapping of fields at the top level, "
+            f"got {type(data).__name__}"
+        )
+    return _validate(data, source=str(path))
+
+
+def scenario_schema() -> str:
+    return json.dumps(Scenario.model_json_schema(), indent=2)

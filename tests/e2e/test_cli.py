@@ -1,0 +1,152 @@
+"""The `harness` command as a user runs it: exit codes, interrupts, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from harness.topology.labels import LABEL_OWNER, LABEL_PROJECT, LABEL_RUN, PROJECT
+
+ROOT = Path(__file__).resolve().parents[2]
+HARNESS = [sys.executable, "-m", "harness"]
+
+
+def harness(*args: str, env: dict | None = None, timeout: float = 120):
+    return subprocess.run(
+        [*HARNESS, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def project_containers(client) -> list:
+    return client.containers.list(
+        all=True, filters={"label": f"{LABEL_PROJECT}={PROJECT}"}
+    )
+
+
+def test_bad_scenario_exits_2_naming_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (ROOT / "scenarios/smoke.yaml").read_text().replace("rate: 400", "rate: -5")
+    )
+
+    result = harness("run", str(bad), env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+
+    assert result.returncode == 2
+    # Validation comes first: the message names the field, not Docker.
+    assert "field 'rate'" in result.stderr
+    assert "-5" in result.stderr
+    assert "Docker" not in result.stderr
+
+
+def test_unknown_strategy_exits_2(tmp_path):
+    result = harness("run", "scenarios/smoke.yaml", "--strategy", "nope")
+
+    assert result.returncode == 2
+    assert "field 'strategy'" in result.stderr
+    assert "'nope'" in result.stderr
+
+
+def test_docker_unreachable_exits_2():
+    result = harness(
+        "run", "scenarios/smoke.yaml", env={"DOCKER_HOST": "unix:///nonexistent.sock"}
+    )
+
+    assert result.returncode == 2
+    assert "Docker is unreachable" in result.stderr
+
+
+def test_scenario_schema_lists_fields():
+    result = harness("scenario", "schema")
+
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert "duplicates" in schema["properties"]
+    assert "strategy" in schema["required"]
+
+
+@pytest.mark.docker
+def test_ctrl_c_removes_containers_and_keeps_history(tmp_path):
+    client = docker.from_env()
+    scenario = tmp_path / "long.yaml"
+    scenario.write_text(
+        (ROOT / "scenarios/smoke.yaml")
+        .read_text()
+        .replace("duration_s: 30", "duration_s: 120")
+    )
+    process = subprocess.Popen(
+        [*HARNESS, "run", str(scenario), "--reports", str(tmp_path / "reports")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # Interrupt once the storm is under way: the history has content operations.
+        deadline = time.monotonic() + 120
+        history = None
+        while time.monotonic() < deadline and history is None:
+            found = list((tmp_path / "reports").glob("*/history.jsonl"))
+            if found and '"f":"content"' in found[0].read_text():
+                history = found[0]
+            time.sleep(0.5)
+        assert history is not None, "the storm never started"
+        run_id = history.parent.name
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 130, output
+    left = client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
+    assert left == []
+    networks = client.networks.list(filters={"label": f"{LABEL_RUN}={run_id}"})
+    assert networks == []
+    results = json.loads((history.parent / "results.json").read_text())
+    assert results["status"] == "interrupted"
+
+    # The interrupted run is still checkable: no final state, so unknown verdicts.
+    check = harness("check", str(history.parent))
+    assert check.returncode == 3, check.stdout + check.stderr
+    assert "final state" in check.stdout
+
+
+@pytest.mark.docker
+def test_down_removes_orphans_only():
+    client = docker.from_env()
+    dead_pid = "999999999"
+    live_pid = str(os.getpid())
+    orphan = client.networks.create(
+        "slot-harness-test-orphan",
+        labels={LABEL_PROJECT: PROJECT, LABEL_RUN: "orphan-run", LABEL_OWNER: dead_pid},
+    )
+    live = client.networks.create(
+        "slot-harness-test-live",
+        labels={LABEL_PROJECT: PROJECT, LABEL_RUN: "live-run", LABEL_OWNER: live_pid},
+    )
+    try:
+        result = harness("down")
+        names = {network.name for network in client.networks.list()}
+        assert result.returncode == 0
+        assert "slot-harness-test-orphan" not in names
+        assert "slot-harness-test-live" in names
+    finally:
+        for network in (orphan, live):
+            try:
+                network.remove()
+            except docker.errors.NotFound:
+                pass
