@@ -1,0 +1,26 @@
+"""Container images built with no registry: a Debian base and the runtime image.
+
+The base image is a root file system made by debootstrap and imported with
+`docker import`. The runtime image adds a venv with wheels downloaded on the
+host, the harness code that containers run, and the entrypoints slot-redis
+and slot-postgres. Every role of a cluster runs from the runtime image.
+"""
+
+from harness.images.build import ImageSet, build_images
+from harness.images.inventory import (
+    ImageInfo,
+    images_present,
+    list_images,
+    remove_stale_images,
+    required_runtime_tag,
+)
+
+__all__ = [
+    "ImageInfo",
+    "ImageSet",
+    "build_images",
+    "images_present",
+    "list_images",
+    "remove_stale_images",
+    "required_runtime_tag",
+]
