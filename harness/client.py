@@ -126,11 +126,18 @@ class CoordinatorClient:
                     payload = None
         except aiohttp.ClientConnectorError as err:
             # Refused at connect time: the request never left this process.
-            return "fail", {"error": f"connect-failed: {err.os_error}"}, None
+            return (
+                "fail",
+                {"error": "connect-refused", "detail": str(err.os_error)},
+                None,
+            )
         except TimeoutError:
             return "info", {"error": "timeout"}, None
+        except aiohttp.ServerDisconnectedError:
+            return "info", {"error": "disconnected"}, None
         except (aiohttp.ClientError, OSError) as err:
-            return "info", {"error": f"{type(err).__name__}: {err}"}, None
+            # Sent, or partly sent, before the connection broke.
+            return "info", {"error": "connection-lost", "detail": str(err)[:200]}, None
         except asyncio.CancelledError:
             raise
         type_, extra = classify(status, payload)

@@ -222,6 +222,7 @@ class Run:
                 progress.update(task, completed=fired, status=status)
 
             storm.on_firing = on_firing
+            storm.on_new_event = ctx.deliveries.announce
             try:
                 await storm.run()
             finally:

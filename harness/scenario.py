@@ -72,6 +72,14 @@ class KillFault(_Strict):
     start_s: float = Field(
         0.0, ge=0, description="seconds into the storm before the first kill"
     )
+    align: Literal["none", "new-event"] = Field(
+        "none",
+        description="'new-event' times each kill a random 0..align_max_ms after "
+        "the first delivery of a new event, so it meets a slot being taken",
+    )
+    align_max_ms: float = Field(
+        15.0, ge=0, le=5000, description="upper bound of the delay after delivery"
+    )
 
 
 class RedisRestartFault(_Strict):

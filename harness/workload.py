@@ -6,10 +6,10 @@ at-least-once delivery and several consumers does. Firings are paced so that
 the requests per second stay at the scenario's rate, for the scenario's
 duration, so faults land while batches are filling.
 
-The first pass fires every distinct event once. Batches are staggered so that
-two or three fill at the same time; the rest of the storm re-fires random
-events, which exercises the replay path after a batch is full. Both the count
-of firings and the time are bounded.
+Every distinct event is fired once in its batch's segment of the storm, and
+the rest of the storm re-fires events already sent, which exercises the
+replay path, after a batch is full too. Both the count of firings and the
+time are bounded.
 """
 
 from __future__ import annotations
@@ -97,34 +97,41 @@ def plan_batches(scenario: Scenario, run_tag: str) -> list[BatchPlan]:
 
 
 def plan_storm(scenario: Scenario, batches: list[BatchPlan]) -> StormPlan:
-    """Orders the firings of the storm from the scenario's seed."""
+    """Orders the firings of the storm from the scenario's seed.
+
+    The storm is cut into one segment per batch. A segment opens with its
+    batch's events in random order, fired at full pace like an upload of a
+    whole batch, and is filled up with re-fires of events already sent, like
+    a broker's redeliveries. So batches fill one after another through the
+    whole storm, and a fault at any time meets slots being taken.
+    """
     rng = random.Random(scenario.seed)
-
-    # First pass: batch k's events fall at random within [k, k + 2) on a common
-    # axis, so neighbouring batches overlap while each one fills.
-    keyed = [
-        (number + 2 * rng.random(), event)
-        for number, batch in enumerate(batches)
-        for event in batch.events
-    ]
-    keyed.sort(key=lambda pair: pair[0])
-    first_pass = [event for _, event in keyed]
-
     firings_per_s = scenario.rate / scenario.duplicates
     wanted = int(firings_per_s * scenario.duration_s)
-    all_events = first_pass[:]
-    refires = [rng.choice(all_events) for _ in range(max(0, wanted - len(first_pass)))]
-    if wanted < len(first_pass):
+    segment = wanted / len(batches)
+
+    firings: list[Event] = []
+    fired: list[Event] = []
+    for number, batch in enumerate(batches):
+        events = batch.events[:]
+        rng.shuffle(events)
+        firings += events
+        fired += events
+        segment_end = round(segment * (number + 1))
+        while len(firings) < segment_end and fired:
+            firings.append(rng.choice(fired))
+
+    if len(firings) > wanted:
         log.warning(
             "rate %.0f/s over %.0f s is too few for %d events x %d copies; "
             "the storm will take %.0f s instead",
             scenario.rate,
             scenario.duration_s,
-            len(first_pass),
+            len(fired),
             scenario.duplicates,
-            len(first_pass) / firings_per_s,
+            len(firings) / firings_per_s,
         )
-    return StormPlan(batches, first_pass + refires, 1.0 / firings_per_s)
+    return StormPlan(batches, firings, 1.0 / firings_per_s)
 
 
 @dataclass
@@ -144,7 +151,7 @@ class Acks:
 
 
 def _not_sent(error: str | None) -> bool:
-    return bool(error) and (error == "instance-down" or error.startswith("connect-"))
+    return error in ("instance-down", "connect-refused")
 
 
 class Storm:
@@ -158,6 +165,7 @@ class Storm:
         duplicates: int,
         seed: int,
         on_firing: Callable[[int], None] = lambda _n: None,
+        on_new_event: Callable[[str], None] = lambda _batch_id: None,
     ) -> None:
         self.plan = plan
         self.client = client
@@ -166,6 +174,7 @@ class Storm:
         self.rng = random.Random(seed + 1)
         self.acks = Acks()
         self.on_firing = on_firing
+        self.on_new_event = on_new_event
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.fired = 0
 
@@ -189,6 +198,7 @@ class Storm:
     async def run(self) -> None:
         """Fires every planned event at the planned pace, then waits for replies."""
         tasks: set[asyncio.Task] = set()
+        seen: set[Event] = set()
         start = time.monotonic()
         try:
             for number, event in enumerate(self.plan.firings):
@@ -196,6 +206,9 @@ class Storm:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 task = asyncio.create_task(self.fire(event, self.duplicates))
+                if event not in seen:
+                    seen.add(event)
+                    self.on_new_event(event.batch_id)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 self.fired = number + 1

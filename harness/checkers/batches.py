@@ -27,7 +27,18 @@ class BatchState:
 
     @property
     def full(self) -> bool:
-        return not self.available
+        """Every slot is assigned or failed.
+
+        An empty available set is not enough: a batch whose slots were popped
+        and never recorded has none available and is still not full.
+        """
+        return len(self.assignments) + len(self.failures) >= self.capacity
+
+    def fill_summary(self) -> str:
+        return (
+            f"{len(self.assignments)} assigned + {len(self.failures)} failed of "
+            f"{self.capacity}, {len(self.available)} available"
+        )
 
     @classmethod
     def from_json(cls, batch_id: str, body: Any) -> BatchState:

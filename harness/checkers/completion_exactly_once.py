@@ -26,7 +26,7 @@ INVARIANT = "completion-exactly-once"
 def check(history: History, final_state: dict[str, Any] | None) -> Verdict:
     """Check the ``events:batch-ready`` entries against the final batch states.
 
-    A batch is full when no slot is available. A full batch needs exactly one
+    A batch is full when every slot is assigned or failed. A full batch needs exactly one
     entry whose assignments and failures equal the batch's. A batch that is not
     full needs none. The ``completed`` flag must agree with fullness.
     """
@@ -88,7 +88,7 @@ def _check_batch(
         _fact(
             findings,
             f"batch {batch_id} reports completed={str(state.completed).lower()} "
-            f"with {plural(len(state.available), 'available slot')}",
+            f"with {state.fill_summary()}",
         )
 
     if not state.full:
@@ -96,7 +96,7 @@ def _check_batch(
             _fact(
                 findings,
                 f"batch {batch_id} is not full "
-                f"({plural(len(state.available), 'slot')} available) but got "
+                f"({state.fill_summary()}) but got "
                 f"{plural(len(entries), 'batch_ready entry', 'batch_ready entries')}",
             )
         return

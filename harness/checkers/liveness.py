@@ -99,12 +99,11 @@ def _check_reached(
         if state is None:
             missing.append(batch_id)
             continue
-        if state.completed or state.full:
+        if state.full:
             continue
         contents = sum(1 for kind, _id in items if kind == "content")
         fact = (
-            f"batch {batch_id} is not complete with "
-            f"{plural(len(state.available), 'slot')} available, although "
+            f"batch {batch_id} is not complete ({state.fill_summary()}), although "
             f"{plural(contents, 'content')} and "
             f"{plural(len(items) - contents, 'failure id')} were sent for its "
             f"{capacity} slots"

@@ -12,6 +12,33 @@ from harness.history import HistoryWriter
 from harness.topology.docker_cluster import DockerCluster
 
 
+class DeliveryFeed:
+    """Announces the first delivery of each new event, for faults timed to it.
+
+    A kill timed a few milliseconds after a new event reaches the instances
+    lands while a slot is being taken, which is where coordinators lose data;
+    a kill at a random instant mostly meets an idle process.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[str]] = []
+
+    def announce(self, batch_id: str) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(batch_id)
+
+    async def next(self, timeout_s: float) -> str | None:
+        """Waits for the next first delivery; returns its batch id, or None."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            return None
+
+
 @dataclass
 class FaultContext:
     cluster: DockerCluster
@@ -19,6 +46,7 @@ class FaultContext:
     rng: random.Random
     storm_start: float
     storm_duration_s: float
+    deliveries: DeliveryFeed = field(default_factory=DeliveryFeed)
     # Faults currently in effect, by kind, for the progress display.
     active: dict[str, int] = field(default_factory=dict)
 

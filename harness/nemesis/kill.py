@@ -25,16 +25,26 @@ async def run_kills(fault: KillFault, ctx: FaultContext) -> int:
     offset = fault.start_s + fault.every_s
     while offset < ctx.storm_duration_s:
         await ctx.sleep_until(offset)
+        if ctx.storm_left_s() <= 0:
+            # Restarts took longer than the period; a kill after the storm
+            # meets no traffic and only delays the run.
+            break
         target = pick_target(fault, ctx)
-        ctx.window("kill", "start", targets=[target])
+        pid = await asyncio.to_thread(ctx.cluster.instance_pid, target)
+        aligned = None
+        if fault.align == "new-event":
+            aligned = await ctx.deliveries.next(max(0.1, ctx.storm_left_s()))
+            await asyncio.sleep(ctx.rng.uniform(0, fault.align_max_ms) / 1000)
+        ctx.window("kill", "start", targets=[target], after_new_event=aligned)
+        method = "not-sent"
         try:
-            await asyncio.to_thread(ctx.cluster.kill_instance, target)
+            method = await asyncio.to_thread(ctx.cluster.kill_instance, target, pid)
             kills += 1
             await asyncio.sleep(fault.down_s)
         finally:
             # Restart even when cancelled, so that the cluster is whole again
             # before the redelivery pass and the final read.
             await asyncio.shield(asyncio.to_thread(ctx.cluster.start_instance, target))
-            ctx.window("kill", "end", targets=[target])
+            ctx.window("kill", "end", targets=[target], method=method)
         offset += fault.every_s
     return kills

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -300,10 +301,45 @@ class DockerCluster:
 
     # --- faults ---------------------------------------------------------------------
 
-    def kill_instance(self, name: str) -> None:
-        """Sends SIGKILL: the instance dies wherever it is, with requests in flight."""
-        self.members[name].docker.kill(signal="SIGKILL")
-        self.members[name].host_port = None
+    def instance_pid(self, name: str) -> int | None:
+        """Returns the host PID of the instance's init process, if it runs."""
+        container = self.members[name].docker
+        container.reload()
+        pid = container.attrs["State"].get("Pid") or 0
+        return pid if pid > 0 else None
+
+    def kill_instance(self, name: str, pid: int | None = None) -> str:
+        """Sends SIGKILL: the instance dies wherever it is, with requests in flight.
+
+        With ``pid`` (read beforehand by ``instance_pid``) the signal goes
+        straight to the container's init process from the host, which lands
+        within microseconds; the kernel then kills the rest of the container's
+        PID namespace. A Docker API kill takes about 150 ms on the machines
+        measured, too coarse to aim a kill at one request. Returns the method.
+        """
+        member = self.members[name]
+        member.host_port = None
+        method = "docker-api"
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                method = "host-pid"
+            except ProcessLookupError:
+                method = "already-exited"
+            except PermissionError:
+                pid = None
+        if pid is None:
+            member.docker.kill(signal="SIGKILL")
+        self._wait_exited(name)
+        return method
+
+    def _wait_exited(self, name: str, deadline_s: float = 20.0) -> None:
+        def exited() -> bool:
+            container = self.members[name].docker
+            container.reload()
+            return container.status != "running"
+
+        probe(exited, deadline_s, f"the exit of killed instance {name}")
 
     def start_instance(self, name: str) -> None:
         self.members[name].docker.start()

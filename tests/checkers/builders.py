@@ -127,7 +127,7 @@ def batch_state(
     if capacity is None:
         capacity = len(available) + len(assignments) + len(failures)
     if completed is None:
-        completed = not available
+        completed = len(assignments) + len(failures) >= capacity
     return {
         "batch_id": batch_id,
         "capacity": capacity,

@@ -65,7 +65,8 @@ def test_entry_for_open_batch_invalid():
     verdict = completion_exactly_once.check(two_batches().build(), state)
 
     assert verdict == fact_verdict(
-        "batch b-2 is not full (1 slot available) but got 1 batch_ready entry"
+        "batch b-2 is not full (1 assigned + 0 failed of 2, 1 available) but got "
+        "1 batch_ready entry"
     )
 
 
@@ -90,7 +91,8 @@ def test_completed_flag_disagreeing_invalid():
     verdict = completion_exactly_once.check(two_batches().build(), state)
 
     assert verdict == fact_verdict(
-        "batch b-2 reports completed=true with 1 available slot"
+        "batch b-2 reports completed=true with 1 assigned + 0 failed of 2, "
+        "1 available"
     )
 
 
@@ -146,3 +148,14 @@ def test_batch_absent_from_final_state_unknown():
             "the final state."
         ),
     )
+
+
+def test_exhausted_batch_is_not_full():
+    # Slots popped and never recorded: none available, yet the batch is not full,
+    # so no batch_ready entry is due.
+    drained = batch_state("b-2", [], {"s-1": "c-5"}, capacity=2)
+    state = final_state(FULL, drained, completions=[ENTRY])
+
+    verdict = completion_exactly_once.check(two_batches().build(), state)
+
+    assert verdict.status == "valid"

@@ -37,7 +37,8 @@ def test_reached_batch_incomplete_invalid():
     verdict = liveness.check(h.build(), state)
 
     fact = (
-        "batch b-1 is not complete with 1 slot available, although 3 contents and "
+        "batch b-1 is not complete (0 assigned + 0 failed of 2, 1 available), "
+        "although 3 contents and "
         "0 failure ids were sent for its 2 slots"
     )
     assert verdict == Verdict(
@@ -81,7 +82,8 @@ def test_unknown_outcome_counts_toward_reached():
     verdict = liveness.check(h.build(), state)
 
     fact = (
-        "batch b-1 is not complete with 1 slot available, although 2 contents and "
+        "batch b-1 is not complete (1 assigned + 0 failed of 2, 1 available), "
+        "although 2 contents and "
         "0 failure ids were sent for its 2 slots"
     )
     assert verdict == Verdict(
