@@ -154,7 +154,9 @@ def load_history(path: Path) -> History:
 
     lines = text.splitlines()
     if not lines:
-        raise HarnessError(f"history file {str(path)!r} is empty; the run wrote nothing")
+        raise HarnessError(
+            f"history file {str(path)!r} is empty; the run wrote nothing"
+        )
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError as err:
