@@ -143,7 +143,14 @@ class Run:
 
             # The storm, with faults scheduled against it.
             started = time.monotonic()
-            storm = Storm(plan, client, instances, scenario.duplicates, scenario.seed)
+            storm = Storm(
+                plan,
+                client,
+                instances,
+                scenario.duplicates,
+                scenario.seed,
+                spread_ms=scenario.spread_ms,
+            )
             await self._storm_with_faults(storm, plan)
             self.phases["storm_s"] = time.monotonic() - started
 

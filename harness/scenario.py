@@ -120,6 +120,13 @@ class Scenario(_Strict):
     duplicates: int = Field(
         ge=1, le=100, description="copies of each event, sent concurrently"
     )
+    spread_ms: float = Field(
+        50.0,
+        ge=0,
+        le=10_000,
+        description="the copies of one event are sent within this many milliseconds "
+        "of each other, each to an instance picked at random",
+    )
     rate: float = Field(
         gt=0,
         le=20_000,

@@ -164,6 +164,7 @@ class Storm:
         instances: list[str],
         duplicates: int,
         seed: int,
+        spread_ms: float = 0.0,
         on_firing: Callable[[int], None] = lambda _n: None,
         on_new_event: Callable[[str], None] = lambda _batch_id: None,
     ) -> None:
@@ -171,6 +172,7 @@ class Storm:
         self.client = client
         self.instances = instances
         self.duplicates = duplicates
+        self.spread_ms = spread_ms
         self.rng = random.Random(seed + 1)
         self.acks = Acks()
         self.on_firing = on_firing
@@ -184,16 +186,29 @@ class Storm:
             op, _ = await self.client.call(f, instance, "POST", path, value, body)
         self.acks.record(event, op.type, op.value.get("error"))
 
+    async def send_copy_later(
+        self, event: Event, instance: str, delay_s: float
+    ) -> None:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        await self.send_copy(event, instance)
+
     async def fire(self, event: Event, copies: int) -> None:
-        offset = self.rng.randrange(len(self.instances))
-        await asyncio.gather(
-            *(
-                self.send_copy(
-                    event, self.instances[(offset + k) % len(self.instances)]
-                )
-                for k in range(copies)
+        """Sends ``copies`` copies of an event to instances picked at random.
+
+        The copies start within ``spread_ms`` of each other, so two events
+        fired close together reach different instances in different orders,
+        as they do behind a load balancer fed by a broker.
+        """
+        sends = [
+            self.send_copy_later(
+                event,
+                self.rng.choice(self.instances),
+                self.rng.uniform(0, self.spread_ms) / 1000,
             )
-        )
+            for _ in range(copies)
+        ]
+        await asyncio.gather(*sends)
 
     async def run(self) -> None:
         """Fires every planned event at the planned pace, then waits for replies."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,11 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
+def first_sentence(text: str) -> str:
+    """Cuts a reason to its first sentence; results.json keeps it whole."""
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
+
+
 _STYLE = {"valid": "green", "invalid": "bold red", "unknown": "yellow"}
 
 
@@ -98,7 +104,7 @@ def verdict_table(verdicts: list[Verdict], title: str) -> Table:
             verdict.invariant,
             f"[{style}]{verdict.status}[/{style}]",
             verdict.cause or "",
-            verdict.reason,
+            first_sentence(verdict.reason),
         )
     return table
 

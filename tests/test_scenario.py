@@ -1,0 +1,130 @@
+"""Scenario files: validation errors name the file, the field and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ScenarioError
+from harness.scenario import KillFault, load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+def smoke_text() -> str:
+    return (ROOT / "scenarios/smoke.yaml").read_text()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")))
+def test_shipped_scenarios_validate(path):
+    scenario = load_scenario(path)
+
+    assert scenario.name == path.stem
+
+
+def test_faulty_scenarios_expect_invalid():
+    for path in (ROOT / "scenarios").glob("*.yaml"):
+        scenario = load_scenario(path)
+        if scenario.strategy in ("lua", "watch", "postgres"):
+            assert scenario.expect.invalid == [], path
+        else:
+            assert scenario.expect.invalid != [], path
+
+
+def test_smoke_fields():
+    scenario = load_scenario(ROOT / "scenarios/smoke.yaml")
+
+    assert scenario.strategy == "watch"
+    assert scenario.instances == 3
+    assert [fault.kind for fault in scenario.faults] == [
+        "kill",
+        "watch-conflict",
+        "redis-restart",
+    ]
+    assert isinstance(scenario.faults[0], KillFault)
+    assert scenario.faults[0].align == "new-event"
+
+
+def test_negative_rate_names_field(tmp_path):
+    path = write(tmp_path, smoke_text().replace("rate: 400", "rate: -5"))
+
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+
+    message = str(caught.value)
+    assert str(path) in message
+    assert "field 'rate'" in message
+    assert "(got -5)" in message
+
+
+def test_unknown_field_rejected(tmp_path):
+    path = write(tmp_path, smoke_text() + "colour: blue\n")
+
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+
+    assert "field 'colour'" in str(caught.value)
+
+
+def test_unknown_fault_kind_lists_allowed(tmp_path):
+    text = smoke_text().replace("kind: watch-conflict", "kind: meteor")
+    path = write(tmp_path, text)
+
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+
+    message = str(caught.value)
+    assert "faults.1" in message
+    assert "'kill', 'redis-restart', 'watch-conflict'" in message
+
+
+def test_restart_after_storm_rejected(tmp_path):
+    path = write(tmp_path, smoke_text().replace("at_s: 16", "at_s: 99"))
+
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+
+    assert "at_s=99.0 is after the storm ends" in str(caught.value)
+
+
+def test_missing_file_names_path(tmp_path):
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(tmp_path / "nope.yaml")
+
+    assert "nope.yaml" in str(caught.value)
+    assert "not found" in str(caught.value)
+
+
+def test_top_level_list_rejected(tmp_path):
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(write(tmp_path, "- 1\n- 2\n"))
+
+    assert "expected a mapping" in str(caught.value)
+
+
+def test_strategy_override_drops_expect():
+    faulty = load_scenario(ROOT / "scenarios/check-then-act.yaml")
+
+    same = faulty.with_overrides(strategy="check-then-act")
+    other = faulty.with_overrides(strategy="lua", seed=3, instances=2)
+
+    assert same.expect.invalid == ["one-slot-per-content"]
+    assert other.expect.invalid == []
+    assert (other.strategy, other.seed, other.instances) == ("lua", 3, 2)
+
+
+def test_bad_override_names_option():
+    scenario = load_scenario(ROOT / "scenarios/smoke.yaml")
+
+    with pytest.raises(ScenarioError) as caught:
+        scenario.with_overrides(instances=0)
+
+    assert "command-line options" in str(caught.value)
+    assert "field 'instances'" in str(caught.value)
