@@ -166,7 +166,7 @@ class Storm:
         seed: int,
         spread_ms: float = 0.0,
         on_firing: Callable[[int], None] = lambda _n: None,
-        on_new_event: Callable[[str], None] = lambda _batch_id: None,
+        on_new_event: Callable[[str, str], None] = lambda _batch, _instance: None,
     ) -> None:
         self.plan = plan
         self.client = client
@@ -179,6 +179,7 @@ class Storm:
         self.on_new_event = on_new_event
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.fired = 0
+        self._announced: set[Event] = set()
 
     async def send_copy(self, event: Event, instance: str) -> None:
         f, path, value, body = event.request()
@@ -191,6 +192,9 @@ class Storm:
     ) -> None:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
+        if event not in self._announced:
+            self._announced.add(event)
+            self.on_new_event(event.batch_id, instance)
         await self.send_copy(event, instance)
 
     async def fire(self, event: Event, copies: int) -> None:
@@ -213,7 +217,6 @@ class Storm:
     async def run(self) -> None:
         """Fires every planned event at the planned pace, then waits for replies."""
         tasks: set[asyncio.Task] = set()
-        seen: set[Event] = set()
         start = time.monotonic()
         try:
             for number, event in enumerate(self.plan.firings):
@@ -221,9 +224,6 @@ class Storm:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 task = asyncio.create_task(self.fire(event, self.duplicates))
-                if event not in seen:
-                    seen.add(event)
-                    self.on_new_event(event.batch_id)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 self.fired = number + 1

@@ -13,25 +13,28 @@ from harness.topology.docker_cluster import DockerCluster
 
 
 class DeliveryFeed:
-    """Announces the first delivery of each new event, for faults timed to it.
+    """Announces the first copy of each new event as it is sent, for faults timed to it.
 
-    A kill timed a few milliseconds after a new event reaches the instances
-    lands while a slot is being taken, which is where coordinators lose data;
-    a kill at a random instant mostly meets an idle process.
+    A kill aimed at the instance that receives a new event, a few milliseconds
+    after it was sent, lands while that instance takes a slot, which is where
+    coordinators lose data; a kill at a random instant mostly meets an idle
+    process.
     """
 
     def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[str]] = []
+        self._waiters: list[asyncio.Future[tuple[str, str]]] = []
 
-    def announce(self, batch_id: str) -> None:
+    def announce(self, batch_id: str, instance: str) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
-                waiter.set_result(batch_id)
+                waiter.set_result((batch_id, instance))
 
-    async def next(self, timeout_s: float) -> str | None:
-        """Waits for the next first delivery; returns its batch id, or None."""
-        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    async def next(self, timeout_s: float) -> tuple[str, str] | None:
+        """Waits for the next new event; returns its batch id and instance, or None."""
+        waiter: asyncio.Future[tuple[str, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._waiters.append(waiter)
         try:
             return await asyncio.wait_for(waiter, timeout_s)

@@ -30,12 +30,23 @@ async def run_kills(fault: KillFault, ctx: FaultContext) -> int:
             # meets no traffic and only delays the run.
             break
         target = pick_target(fault, ctx)
-        pid = await asyncio.to_thread(ctx.cluster.instance_pid, target)
+        pids = {
+            name: await asyncio.to_thread(ctx.cluster.instance_pid, name)
+            for name in ctx.cluster.instance_names
+        }
         aligned = None
         if fault.align == "new-event":
             aligned = await ctx.deliveries.next(max(0.1, ctx.storm_left_s()))
+            if aligned is not None and fault.target == "random-instance":
+                target = aligned[1]
             await asyncio.sleep(ctx.rng.uniform(0, fault.align_max_ms) / 1000)
-        ctx.window("kill", "start", targets=[target], after_new_event=aligned)
+        ctx.window(
+            "kill",
+            "start",
+            targets=[target],
+            after_new_event=aligned[0] if aligned else None,
+        )
+        pid = pids.get(target)
         method = "not-sent"
         try:
             method = await asyncio.to_thread(ctx.cluster.kill_instance, target, pid)
