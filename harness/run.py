@@ -232,6 +232,11 @@ class Run:
             storm.on_new_event = ctx.deliveries.announce
             try:
                 await storm.run()
+            except BaseException:
+                # Interrupted: stop the faults now rather than at the storm's end.
+                for fault_task in fault_tasks:
+                    fault_task.cancel()
+                raise
             finally:
                 # Heal: every fault ends and every instance is back before redelivery.
                 results = await asyncio.gather(*fault_tasks, return_exceptions=True)
@@ -270,6 +275,24 @@ class Run:
         path = self.run_dir / "final_state.json"
         path.write_text(json.dumps(final_state, indent=1, sort_keys=True) + "\n")
         return final_state
+
+
+async def start_cluster(cluster: DockerCluster, console: Console) -> None:
+    """Starts the cluster in a thread; on cancellation, stops it starting more.
+
+    A thread cannot be cancelled, so an interrupted start sets the cluster's
+    abort flag and waits for the thread to notice, so that teardown does not
+    race a container still being created.
+    """
+    starting = asyncio.get_running_loop().run_in_executor(
+        None, cluster.start, lambda msg: console.print(msg)
+    )
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        cluster.abort.set()
+        await asyncio.wait([starting])
+        raise
 
 
 def check_run_dir(run_dir: Path) -> tuple[list[Verdict], dict[str, Any]]:
@@ -342,7 +365,7 @@ async def execute_run(
                     coordinator_image=coordinator_image,
                 )
             )
-            await asyncio.to_thread(cluster.start, lambda msg: console.print(msg))
+            await start_cluster(cluster, console)
         else:
             if (cluster.spec.strategy, cluster.spec.instances) != (
                 scenario.strategy,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -67,11 +68,16 @@ class Member:
         return self.container.get_wrapped_container()
 
 
-def probe(check: Callable[[], bool], deadline_s: float, what: str) -> None:
+def probe(
+    check: Callable[[], bool],
+    deadline_s: float,
+    what: str,
+    abort: threading.Event | None = None,
+) -> None:
     """Calls ``check`` until it returns True or the deadline passes."""
     deadline = time.monotonic() + deadline_s
     last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (abort and abort.is_set()):
         try:
             if check():
                 return
@@ -102,6 +108,8 @@ class DockerCluster:
     client: docker.DockerClient = field(default_factory=docker.from_env)
     network: Network | None = None
     members: dict[str, Member] = field(default_factory=dict)
+    # Set from another thread to stop a start in progress between containers.
+    abort: threading.Event = field(default_factory=threading.Event)
 
     @property
     def instance_names(self) -> list[str]:
@@ -177,6 +185,8 @@ class DockerCluster:
         image: str | None = None,
         role: str | None = None,
     ) -> Member:
+        if self.abort.is_set():
+            raise InfrastructureError(f"start of {name} aborted: the run is stopping")
         labels = run_labels(self.spec.run_id, role or name)
         container = DockerContainer(
             image or self.spec.runtime_image,
@@ -270,7 +280,7 @@ class DockerCluster:
             finally:
                 client.close()
 
-        probe(ping, deadline_s, "redis")
+        probe(ping, deadline_s, "redis", self.abort)
 
     def wait_postgres_ready(self, deadline_s: float = READY_DEADLINE_S) -> None:
         def ready() -> bool:
@@ -281,13 +291,14 @@ class DockerCluster:
             )
             return result.exit_code == 0
 
-        probe(ready, deadline_s, "postgres")
+        probe(ready, deadline_s, "postgres", self.abort)
 
     def wait_proxy_ready(self, deadline_s: float = READY_DEADLINE_S) -> None:
         probe(
             lambda: http_json(self.url("redis-proxy") + "/health")[0] == 200,
             deadline_s,
             "redis-proxy",
+            self.abort,
         )
 
     def wait_instance_ready(
@@ -297,7 +308,7 @@ class DockerCluster:
             self.read_port(name)
             return http_json(self.url(name) + "/health")[0] == 200
 
-        probe(healthy, deadline_s, f"coordinator instance {name}")
+        probe(healthy, deadline_s, f"coordinator instance {name}", self.abort)
 
     # --- faults ---------------------------------------------------------------------
 
