@@ -154,7 +154,7 @@ class Run:
             await self._storm_with_faults(storm, plan)
             self.phases["storm_s"] = time.monotonic() - started
 
-            # Redelivery of every event with no definite answer.
+            # Redelivery of every event with no definite reply.
             started = time.monotonic()
             unhandled = await storm.redeliver(REDELIVERY_DEADLINE_S)
             self.phases["redelivery_s"] = time.monotonic() - started
@@ -325,8 +325,8 @@ async def execute_run(
 ) -> RunOutcome:
     """Runs one scenario end to end and writes its run folder.
 
-    With ``cluster`` given (tests share one per session), the run uses it as is
-    after a state reset and leaves it running; otherwise it starts its own and
+    With ``cluster`` given (tests share one per session), the run uses it after
+    a state reset and leaves it running. Otherwise it starts its own cluster and
     removes it at the end, on error and on Ctrl-C alike.
     """
     run_id = new_run_id(scenario)

@@ -160,7 +160,7 @@ class Scenario(_Strict):
         if strategy is not None:
             data["strategy"] = strategy
             if strategy != self.strategy:
-                # An expectation written for one strategy says nothing of another.
+                # An expectation written for one strategy does not apply to another.
                 data["expect"] = {}
         if instances is not None:
             data["instances"] = instances

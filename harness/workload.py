@@ -136,13 +136,13 @@ def plan_storm(scenario: Scenario, batches: list[BatchPlan]) -> StormPlan:
 
 @dataclass
 class Acks:
-    """What each event's replies proved: handled (ok or definite refusal) or not."""
+    """Events whose replies proved them handled: an ok or a definite refusal."""
 
     handled: set[Event] = field(default_factory=set)
 
     def record(self, event: Event, type_: str, error: str | None) -> None:
-        # A definite refusal from the coordinator is an answer; a request that was
-        # never sent (instance down, connect refused) is not, and is redelivered.
+        # A definite refusal from the coordinator counts as handled. A request
+        # never sent (instance down, connect refused) does not, so it is sent again.
         if type_ == "ok" or (type_ == "fail" and not _not_sent(error)):
             self.handled.add(event)
 
@@ -235,7 +235,7 @@ class Storm:
                 task.cancel()
 
     async def redeliver(self, deadline_s: float) -> int:
-        """Sends again every event with no definite answer, in bounded rounds.
+        """Sends again every event with no definite reply, in bounded rounds.
 
         Returns how many events still had none after the last round.
         """

@@ -1,4 +1,4 @@
-"""What every fault needs: the cluster, the history and a seeded random source."""
+"""The context every fault runs in: cluster, history and a seeded random source."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ class DeliveryFeed:
     """Announces the first copy of each new event as it is sent, for faults timed to it.
 
     A kill aimed at the instance that receives a new event, a few milliseconds
-    after it was sent, lands while that instance takes a slot, which is where
-    coordinators lose data; a kill at a random instant mostly meets an idle
+    after it was sent, lands while that instance takes a slot. That is where
+    coordinators lose data, and a kill at a random instant mostly meets an idle
     process.
     """
 

@@ -48,7 +48,7 @@ def exit_code_for(verdicts: list[Verdict], expect: dict[str, list[str]]) -> int:
     """Maps verdicts to the exit code CI gates on.
 
     A scenario that expects invalid verdicts (a faulty strategy's) passes when
-    its expectation holds, whatever the invariants it does not mention say.
+    its expectation holds, whatever the verdicts of the invariants it does not list.
     """
     met, _ = expectation_outcome(verdicts, expect)
     if met is not None:

@@ -118,7 +118,7 @@ class DockerCluster:
     # --- start and stop -----------------------------------------------------
 
     def start(self, progress: Callable[[str], None] = lambda _msg: None) -> None:
-        """Starts every container and waits until each answers its readiness probe."""
+        """Starts every container and waits until each passes its readiness probe."""
         spec = self.spec
         network = Network(
             docker_network_kw={"labels": run_labels(spec.run_id, "network")}
@@ -323,9 +323,9 @@ class DockerCluster:
         """Sends SIGKILL: the instance dies wherever it is, with requests in flight.
 
         With ``pid`` (read beforehand by ``instance_pid``) the signal goes
-        straight to the container's init process from the host, which lands
-        within microseconds; the kernel then kills the rest of the container's
-        PID namespace. A Docker API kill takes about 150 ms on the machines
+        straight to the container's init process from the host and lands within
+        microseconds. The kernel then kills the rest of the container's PID
+        namespace. A Docker API kill takes about 150 ms on the machines
         measured, too coarse to aim a kill at one request. Returns the method.
         """
         member = self.members[name]
@@ -357,7 +357,7 @@ class DockerCluster:
         self.wait_instance_ready(name)
 
     def restart_redis(self) -> None:
-        """Restarts Redis (SIGTERM, then start) and waits until it answers again."""
+        """Restarts Redis (SIGTERM, then start) and waits until it replies to PING."""
         self.members["redis"].docker.restart(timeout=10)
         self.wait_redis_ready()
 
