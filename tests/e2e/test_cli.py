@@ -150,3 +150,29 @@ def test_down_removes_orphans_only():
                 network.remove()
             except docker.errors.NotFound:
                 pass
+
+
+@pytest.mark.docker
+def test_doctor_reports_docker_ok():
+    result = harness("doctor")
+
+    assert result.returncode == 0, result.stdout
+    docker_line = next(line for line in result.stdout.splitlines() if "docker" in line)
+    assert "ok" in docker_line
+    assert "disk" in result.stdout
+
+
+def test_doctor_docker_unreachable_exits_2():
+    result = harness("doctor", env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+
+    assert result.returncode == 2
+    assert "start the Docker daemon" in result.stdout
+
+
+@pytest.mark.docker
+def test_images_list_shows_runtime_up_to_date():
+    result = harness("images", "list")
+
+    assert result.returncode == 0, result.stderr
+    runtime_lines = [line for line in result.stdout.splitlines() if "runtime" in line]
+    assert any("yes" in line for line in runtime_lines)
