@@ -35,16 +35,19 @@ async def run_kills(fault: KillFault, ctx: FaultContext) -> int:
             for name in ctx.cluster.instance_names
         }
         aligned = None
+        delay_ms = 0.0
         if fault.align == "new-event":
             aligned = await ctx.deliveries.next(max(0.1, ctx.storm_left_s()))
             if aligned is not None and fault.target == "random-instance":
                 target = aligned[1]
-            await asyncio.sleep(ctx.rng.uniform(0, fault.align_max_ms) / 1000)
+            delay_ms = ctx.rng.uniform(0, fault.align_max_ms)
+            await asyncio.sleep(delay_ms / 1000)
         ctx.window(
             "kill",
             "start",
             targets=[target],
             after_new_event=aligned[0] if aligned else None,
+            delay_ms=round(delay_ms, 2) if aligned else None,
         )
         pid = pids.get(target)
         method = "not-sent"

@@ -1,0 +1,3 @@
+from harness.coordinator.server import main
+
+raise SystemExit(main())

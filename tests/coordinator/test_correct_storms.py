@@ -1,0 +1,235 @@
+"""Concurrent duplicate storms across three apps, for the correct strategies."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from redis.asyncio.client import Pipeline
+
+from harness.coordinator import CORRECT_STRATEGIES
+from harness.coordinator.keys import BatchKeys
+from tests.coordinator.conftest import (
+    content_storm,
+    running,
+    settings_for,
+    slots_by_content,
+)
+from tests.coordinator.test_contract import wait_for_entries
+
+SLOTS = [f"s{i:02d}" for i in range(40)]
+CONTENTS = [f"c{i:02d}" for i in range(45)]
+COPIES = 20
+SENTINEL = "__conflict-sentinel__"
+
+
+async def inject_conflict(redis, key: str) -> None:
+    """Write the key without changing it, which aborts every WATCH on it."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(key, SENTINEL)
+        pipe.srem(key, SENTINEL)
+        await pipe.execute()
+
+
+def inject_before_exec(monkeypatch, redis, key: str, fraction: float) -> list[int]:
+    """Make ``fraction`` of WATCHed EXECs follow a conflicting write, as a RESP
+    proxy would; return the list that counts the injections."""
+    original_execute = Pipeline.execute
+    rng = random.Random(11)
+    injected: list[int] = []
+
+    async def execute_after_conflict(self, raise_on_error=True):
+        if self.watching and rng.random() < fraction:
+            injected.append(1)
+            await inject_conflict(redis, key)
+        return await original_execute(self, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", execute_after_conflict)
+    return injected
+
+
+async def run_storm(stores, strategy: str):
+    settings = [settings_for(stores, strategy, f"c{i}") for i in range(3)]
+    async with running(*settings) as coordinators:
+        registered = await coordinators[0].register("storm", SLOTS)
+        assert registered.status == 201
+        replies = await content_storm(coordinators, "storm", CONTENTS, COPIES)
+        final = (await coordinators[1].read("storm")).body
+        conflicts = sum(
+            c.metric("coordinator_watch_conflicts_total", {"strategy": strategy})
+            for c in coordinators
+        )
+    return replies, final, conflicts
+
+
+async def assert_storm_correct(stores, replies, final) -> None:
+    statuses = sorted({reply.status for reply in replies})
+    assert statuses == [200, 409]
+    slots = slots_by_content(replies)
+    multi_slot = {content: s for content, s in slots.items() if len(s) != 1}
+    assert multi_slot == {}
+    assigned = {next(iter(s)): content for content, s in slots.items()}
+    assert len(assigned) == 40
+    assert sorted(assigned) == SLOTS
+    created = [r for r in replies if r.status == 200 and r.body["created"]]
+    assert len(created) == 40
+    # A content is either assigned (every copy 200) or rejected (every copy 409).
+    mixed = {
+        content
+        for content in CONTENTS
+        if len({r.status for r in replies if r.content == content}) != 1
+    }
+    assert mixed == set()
+
+    assert final["available"] == []
+    assert final["completed"] is True
+    assert final["assignments"] == assigned
+    assert final["failures"] == {}
+    assert await stores.assignment_rows("storm") == assigned
+    await wait_for_entries(stores, 1)
+    # Long enough for a second, wrong entry from another relay to show up.
+    await asyncio.sleep(0.1)
+    entries = await stores.batch_ready_entries()
+    assert entries == [{"batch_id": "storm", "assignments": assigned, "failures": {}}]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("strategy", CORRECT_STRATEGIES)
+async def test_storm_one_slot_per_content(stores, strategy):
+    replies, final, _ = await run_storm(stores, strategy)
+    await assert_storm_correct(stores, replies, final)
+
+
+@pytest.mark.timeout(60)
+async def test_watch_storm_with_injected_conflicts(stores, monkeypatch):
+    injected = inject_before_exec(
+        monkeypatch, stores.redis, BatchKeys("storm").available, fraction=0.2
+    )
+    replies, final, conflicts = await run_storm(stores, "watch")
+    await assert_storm_correct(stores, replies, final)
+    assert len(injected) > 20
+    # Every injection aborted the EXEC that followed it.
+    assert conflicts >= len(injected)
+
+
+async def test_watch_retries_after_one_conflict(stores, monkeypatch):
+    original_execute = Pipeline.execute
+    injected = []
+
+    async def execute_after_conflict(self, raise_on_error=True):
+        if self.watching and not injected:
+            injected.append(True)
+            await inject_conflict(stores.redis, BatchKeys("b1").available)
+        return await original_execute(self, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", execute_after_conflict)
+    async with running(settings_for(stores, "watch")) as [coordinator]:
+        await coordinator.register("b1", ["s1", "s2"])
+        reply = await coordinator.content("b1", "c1")
+        read = await coordinator.read("b1")
+        conflicts = coordinator.metric(
+            "coordinator_watch_conflicts_total", {"strategy": "watch"}
+        )
+        retries = coordinator.metric(
+            "coordinator_retries_total",
+            {"strategy": "watch", "reason": "watch_conflict"},
+        )
+
+    assert injected == [True]
+    assert reply.status == 200
+    assert reply.body["created"] is True
+    assert read.body["assignments"] == {reply.body["slot_id"]: "c1"}
+    assert conflicts == 1.0
+    assert retries == 1.0
+
+
+async def test_watch_full_batch_refusal_confirmed_by_exec(stores, monkeypatch):
+    original_execute = Pipeline.execute
+    injected = []
+
+    async def execute_after_conflict(self, raise_on_error=True):
+        # Only the confirming EXEC of a refusal runs with nothing queued.
+        if self.watching and not self.command_stack and not injected:
+            injected.append(True)
+            await inject_conflict(stores.redis, BatchKeys("b1").available)
+        return await original_execute(self, raise_on_error)
+
+    async with running(settings_for(stores, "watch")) as [coordinator]:
+        await coordinator.register("b1", ["s1"])
+        await coordinator.content("b1", "c1")
+        monkeypatch.setattr(Pipeline, "execute", execute_after_conflict)
+        rejected = await coordinator.content("b1", "c2")
+        conflicts = coordinator.metric(
+            "coordinator_watch_conflicts_total", {"strategy": "watch"}
+        )
+
+    assert injected == [True]
+    assert (rejected.status, rejected.body) == (409, {"error": "no_slot"})
+    # The refusal was retried once because a watched key changed under it.
+    assert conflicts == 1.0
+
+
+async def test_watch_contention_503_after_retries(stores, monkeypatch):
+    original_execute = Pipeline.execute
+
+    async def execute_after_conflict(self, raise_on_error=True):
+        if self.watching:
+            await inject_conflict(stores.redis, BatchKeys("b1").available)
+        return await original_execute(self, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", execute_after_conflict)
+    settings = settings_for(stores, "watch", watch_max_retries=3)
+    async with running(settings) as [coordinator]:
+        await coordinator.register("b1", ["s1", "s2"])
+        reply = await coordinator.content("b1", "c1")
+        read = await coordinator.read("b1")
+        conflicts = coordinator.metric(
+            "coordinator_watch_conflicts_total", {"strategy": "watch"}
+        )
+
+    assert (reply.status, reply.body) == (503, {"error": "contention"})
+    assert conflicts == 4.0
+    # No attempt applied anything.
+    assert read.body["available"] == ["s1", "s2"]
+    assert read.body["assignments"] == {}
+
+
+async def test_postgres_relay_repeated_emits_once(stores):
+    async with running(settings_for(stores, "postgres")) as [coordinator]:
+        await coordinator.register("b1", ["s1"])
+        reply = await coordinator.content("b1", "c1")
+        first = await wait_for_entries(stores, 1)
+        # As if the relay crashed after its XADD and before its commit.
+        await stores.postgres.execute("UPDATE batch_ready_outbox SET relayed_at = NULL")
+        relayed = await coordinator.state.strategy.relay_once()
+        pending = await stores.postgres.fetchval(
+            "SELECT count(*) FROM batch_ready_outbox WHERE relayed_at IS NULL"
+        )
+        emitted = coordinator.metric(
+            "coordinator_completions_emitted_total", {"strategy": "postgres"}
+        )
+
+    expected = [{"batch_id": "b1", "assignments": {"s1": "c1"}, "failures": {}}]
+    assert reply.status == 200
+    assert first == expected
+    assert relayed is True
+    assert pending == 0
+    assert await stores.batch_ready_entries() == expected
+    assert emitted == 1.0
+
+
+async def test_postgres_relays_other_instances_rows(stores):
+    async with running(settings_for(stores, "postgres")) as [_]:
+        # As if an instance committed its last assignment and died before relaying.
+        await stores.postgres.execute(
+            """
+            INSERT INTO batch_ready_outbox (batch_id, assignments, failures)
+            VALUES ('ghost', '{"s1":"c1"}', '{}')
+            """
+        )
+        entries = await wait_for_entries(stores, 1)
+
+    assert entries == [
+        {"batch_id": "ghost", "assignments": {"s1": "c1"}, "failures": {}}
+    ]
