@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from harness.coordinator.strategies import STRATEGY_NAMES
 from harness.errors import HarnessError
 from harness.report.results import (
     EXIT_BAD_INPUT,
@@ -27,7 +28,7 @@ from harness.report.results import (
     exit_code_for,
     print_verdicts,
 )
-from harness.scenario import STRATEGIES, load_scenario, scenario_schema
+from harness.scenario import load_scenario, scenario_schema
 
 app = typer.Typer(
     add_completion=False,
@@ -65,7 +66,9 @@ def run(
     scenario_file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
     strategy: Annotated[
         str | None,
-        typer.Option(help=f"Override the strategy: one of {', '.join(STRATEGIES)}."),
+        typer.Option(
+            help=f"Override the strategy: one of {', '.join(STRATEGY_NAMES)}."
+        ),
     ] = None,
     instances: Annotated[
         int | None, typer.Option(help="Override the number of coordinator instances.")

@@ -13,46 +13,15 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness.checkers import INVARIANTS
+from harness.coordinator.strategies import STRATEGY_NAMES
 from harness.errors import ScenarioError
 
-CORRECT_STRATEGIES = ("lua", "watch", "postgres")
-FAULTY_STRATEGIES = (
-    "immediate-spop",
-    "check-then-act",
-    "in-memory",
-    "pop-then-record",
-    "double-completion",
-)
-STRATEGIES = CORRECT_STRATEGIES + FAULTY_STRATEGIES
-
-INVARIANT_NAMES = (
-    "one-slot-per-content",
-    "one-content-per-slot",
-    "no-lost-slot",
-    "no-overfill",
-    "completion-exactly-once",
-    "liveness",
-    "stores-agree",
-)
-Invariant = Literal[
-    "one-slot-per-content",
-    "one-content-per-slot",
-    "no-lost-slot",
-    "no-overfill",
-    "completion-exactly-once",
-    "liveness",
-    "stores-agree",
-]
-StrategyName = Literal[
-    "lua",
-    "watch",
-    "postgres",
-    "immediate-spop",
-    "check-then-act",
-    "in-memory",
-    "pop-then-record",
-    "double-completion",
-]
+# The names come from the reference coordinator and the checkers, so that a
+# new strategy or invariant is accepted in scenario files without an edit here.
+# Literal[tuple] means Literal[each member], which pydantic validates.
+Invariant = Literal[INVARIANTS]  # type: ignore[valid-type]
+StrategyName = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):

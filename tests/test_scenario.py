@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.coordinator.strategies import CORRECT_STRATEGIES
 from harness.errors import ScenarioError
 from harness.scenario import KillFault, load_scenario
 
@@ -32,7 +33,7 @@ def test_shipped_scenarios_validate(path):
 def test_faulty_scenarios_expect_invalid():
     for path in (ROOT / "scenarios").glob("*.yaml"):
         scenario = load_scenario(path)
-        if scenario.strategy in ("lua", "watch", "postgres"):
+        if scenario.strategy in CORRECT_STRATEGIES:
             assert scenario.expect.invalid == [], path
         else:
             assert scenario.expect.invalid != [], path

@@ -26,9 +26,9 @@ INVARIANT = "completion-exactly-once"
 def check(history: History, final_state: dict[str, Any] | None) -> Verdict:
     """Check the ``events:batch-ready`` entries against the final batch states.
 
-    A batch is full when every slot is assigned or failed. A full batch needs exactly one
-    entry whose assignments and failures equal the batch's. A batch that is not
-    full needs none. The ``completed`` flag must agree with fullness.
+    A batch is full when every slot is assigned or failed. A full batch needs
+    exactly one entry whose assignments and failures equal the batch's. A batch
+    that is not full needs none. The ``completed`` flag must agree with fullness.
     """
     findings = Findings(INVARIANT, history)
     batches = final_batches(final_state)
