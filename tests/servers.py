@@ -34,8 +34,9 @@ def wait_for_port(port: int, deadline_s: float, what: str) -> None:
                 return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"{what} did not accept connections on 127.0.0.1:{port} "
-                       f"within {deadline_s} s")
+    raise TimeoutError(
+        f"{what} did not accept connections on 127.0.0.1:{port} within {deadline_s} s"
+    )
 
 
 @dataclass
@@ -57,12 +58,25 @@ class Server:
 def start_redis(data_dir: Path) -> Server:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError("redis-server not found; run `make test`, which installs "
-                           "Debian's redis-server package")
+        raise RuntimeError(
+            "redis-server not found; run `make test`, which installs "
+            "Debian's redis-server package"
+        )
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(data_dir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -83,8 +97,10 @@ def _demote_to(user: str):
 def start_postgres(data_dir: Path) -> Server:
     """Starts PostgreSQL 15 with fsync off; as the postgres user when run as root."""
     if not (PG_BIN / "postgres").exists():
-        raise RuntimeError(f"{PG_BIN}/postgres not found; run `make test`, which "
-                           "installs Debian's postgresql package")
+        raise RuntimeError(
+            f"{PG_BIN}/postgres not found; run `make test`, which "
+            "installs Debian's postgresql package"
+        )
     port = free_port()
     preexec = None
     if os.geteuid() == 0:
@@ -94,17 +110,42 @@ def start_postgres(data_dir: Path) -> Server:
         preexec = _demote_to("postgres")
     pgdata = data_dir / "pgdata"
     subprocess.run(
-        [str(PG_BIN / "initdb"), "-D", str(pgdata), "-U", "postgres",
-         "--auth=trust", "--no-sync"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(pgdata),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         preexec_fn=preexec,
     )
     process = subprocess.Popen(
-        [str(PG_BIN / "postgres"), "-D", str(pgdata), "-p", str(port),
-         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_dir}",
-         "-c", "fsync=off", "-c", "synchronous_commit=off",
-         "-c", "full_page_writes=off", "-c", "max_connections=200"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(PG_BIN / "postgres"),
+            "-D",
+            str(pgdata),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={data_dir}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         preexec_fn=preexec,
     )
     wait_for_port(port, 20, "postgres")
