@@ -91,8 +91,7 @@ def test_completed_flag_disagreeing_invalid():
     verdict = completion_exactly_once.check(two_batches().build(), state)
 
     assert verdict == fact_verdict(
-        "batch b-2 reports completed=true with 1 assigned + 0 failed of 2, "
-        "1 available"
+        "batch b-2 reports completed=true with 1 assigned + 0 failed of 2, 1 available"
     )
 
 

@@ -63,8 +63,7 @@ class BatchState:
             # Complete means every slot is assigned or failed. An empty
             # available set is not enough: slots popped and never recorded
             # leave it empty while the batch is still short.
-            "completed": len(self.assignments) + len(self.failures)
-            >= self.capacity,
+            "completed": len(self.assignments) + len(self.failures) >= self.capacity,
         }
 
 
