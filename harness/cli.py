@@ -40,8 +40,10 @@ scenario_app = typer.Typer(no_args_is_help=True, help="Scenario file tools.")
 app.add_typer(images_app, name="images")
 app.add_typer(scenario_app, name="scenario")
 
-console = Console()
-err_console = Console(stderr=True)
+# Rich falls back to 80 columns when output is not a terminal (a CI log),
+# which folds the verdict table's reasons into narrow columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def _fail(err: HarnessError) -> typer.Exit:
