@@ -47,7 +47,9 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def _fail(err: HarnessError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+    err_console.print(
+        f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True
+    )
     return typer.Exit(err.exit_code)
 
 
@@ -92,9 +94,11 @@ def run(
 
     try:
         scenario = load_scenario(scenario_file).with_overrides(
-            strategy, instances, seed
+            strategy, instances, seed, coordinator_image
         )
-        check_docker()
+        client = check_docker()
+        if scenario.coordinator_image:
+            _require_local_image(client, scenario.coordinator_image)
         runtime_image = _ensure_images()
     except HarnessError as err:
         raise _fail(err) from err
@@ -108,7 +112,7 @@ def run(
             reports,
             console,
             runtime_image=runtime_image,
-            coordinator_image=coordinator_image,
+            coordinator_image=scenario.coordinator_image,
         )
 
     try:
@@ -129,6 +133,24 @@ def run(
     raise typer.Exit(outcome.exit_code)
 
 
+def _require_local_image(client, image: str) -> None:
+    """Fails before anything starts when the image is not in this engine.
+
+    Docker would otherwise try to pull it from a registry when the first
+    container starts, after Redis and Postgres are already up.
+    """
+    import docker.errors
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound as err:
+        raise HarnessError(
+            f"coordinator image {image!r} is not in this Docker Engine; build it "
+            "here (docker build -t ...) or load it (docker load -i ...), then run "
+            "again"
+        ) from err
+
+
 def _ensure_images() -> str:
     from harness.images import build_images, images_present, required_runtime_tag
 
@@ -144,8 +166,11 @@ def check(
     run_dir: Annotated[Path, typer.Argument(help="A run folder under reports/.")],
 ) -> None:
     """Checks a saved run folder again, even one whose run was interrupted."""
+    from harness.report.results import expectation_outcome
     from harness.run import check_run_dir
 
+    if run_dir.name == "history.jsonl" and run_dir.is_file():
+        run_dir = run_dir.parent
     try:
         if not run_dir.is_dir():
             raise HarnessError(
@@ -157,6 +182,9 @@ def check(
         raise _fail(err) from err
     print_verdicts(console, verdicts, f"verdicts of {run_dir.name}")
     expect = (header.get("scenario") or {}).get("expect") or {}
+    _met, misses = expectation_outcome(verdicts, expect)
+    for miss in misses:
+        console.print(f"[red]expectation not met:[/red] {miss}")
     raise typer.Exit(exit_code_for(verdicts, expect))
 
 
@@ -226,6 +254,20 @@ def images_list() -> None:
             "yes" if image.up_to_date else "no",
         )
     console.print(table)
+
+
+@images_app.command("prune")
+def images_prune() -> None:
+    """Removes the project's images that the current source no longer needs."""
+    from harness.images import remove_stale_images
+    from harness.run import check_docker
+
+    try:
+        check_docker()
+        removed = remove_stale_images(progress=lambda msg: console.print(f"  {msg}"))
+    except HarnessError as err:
+        raise _fail(err) from err
+    console.print(f"removed {len(removed)} images")
 
 
 @scenario_app.command("schema")

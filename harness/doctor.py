@@ -80,8 +80,8 @@ def check_netem() -> CheckResult:
     return CheckResult(
         "kernel: netem",
         "warn",
-        "sch_netem not found for this kernel; latency faults will need the TCP "
-        "proxy instead of tc netem",
+        "sch_netem not found for this kernel; latency faults (not built yet) "
+        "will need a TCP proxy instead of tc netem",
     )
 
 

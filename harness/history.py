@@ -68,6 +68,9 @@ class History:
     header: dict[str, Any]
     operations: list[Operation]
     torn_lines: list[int] = field(default_factory=list)
+    # Number of the file's last line, so a torn last line can be told apart
+    # from damage inside the file.
+    line_count: int = 0
 
     def completions(self) -> list[Operation]:
         return [op for op in self.operations if op.type in COMPLETION_TYPES]
@@ -163,6 +166,15 @@ def load_history(path: Path) -> History:
         raise HarnessError(
             f"history file {str(path)!r} has no readable header line: {err}"
         ) from err
+    if (
+        header.get("format") == FORMAT
+        and header.get("format_version") != FORMAT_VERSION
+    ):
+        raise HarnessError(
+            f"{str(path)!r} is history format version "
+            f"{header.get('format_version')!r}; this harness reads version "
+            f"{FORMAT_VERSION}: check it with the harness version that wrote it"
+        )
     if header.get("format") != FORMAT:
         raise HarnessError(
             f"{str(path)!r} is not a slot-harness history (format "
@@ -178,4 +190,6 @@ def load_history(path: Path) -> History:
             operations.append(Operation.from_json(json.loads(line)))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             torn.append(number)
-    return History(header=header, operations=operations, torn_lines=torn)
+    return History(
+        header=header, operations=operations, torn_lines=torn, line_count=len(lines)
+    )

@@ -30,7 +30,7 @@ from harness.checkers import check_all
 from harness.checkers.online import OnlineChecker
 from harness.checkers.verdict import Verdict
 from harness.client import CoordinatorClient
-from harness.errors import InfrastructureError
+from harness.errors import HarnessError, InfrastructureError
 from harness.final_state import read_batches, read_completions, read_store_rows
 from harness.history import HistoryWriter, Operation, load_history
 from harness.metrics import HarnessMetrics
@@ -272,8 +272,12 @@ class Run:
             final_state["store_rows"] = rows
         else:
             final_state["store_rows_unreadable"] = reason
+        # Written to a temporary file and renamed, so a harness killed while
+        # writing leaves no final state rather than a torn one.
         path = self.run_dir / "final_state.json"
-        path.write_text(json.dumps(final_state, indent=1, sort_keys=True) + "\n")
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(final_state, indent=1, sort_keys=True) + "\n")
+        temporary.replace(path)
         return final_state
 
 
@@ -295,13 +299,33 @@ async def start_cluster(cluster: DockerCluster, console: Console) -> None:
         raise
 
 
+def load_final_state(path: Path) -> dict[str, Any] | None:
+    """Reads final_state.json; None when the run ended before writing it.
+
+    The run writes the file atomically, so a damaged one was changed by hand
+    or by another program: that is bad input, not a verdict on the coordinator.
+    """
+    if not path.exists():
+        return None
+    try:
+        final_state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HarnessError(
+            f"{path} is not valid JSON ({err}); restore it from the run, or delete "
+            "it to check the history alone"
+        ) from err
+    if not isinstance(final_state, dict):
+        raise HarnessError(
+            f"{path} holds a JSON {type(final_state).__name__}, expected an object "
+            "with 'batches' and 'completions'; delete it to check the history alone"
+        )
+    return final_state
+
+
 def check_run_dir(run_dir: Path) -> tuple[list[Verdict], dict[str, Any]]:
     """Checks a saved run folder; the final state may be missing."""
     history = load_history(run_dir / "history.jsonl")
-    final_path = run_dir / "final_state.json"
-    final_state = None
-    if final_path.exists():
-        final_state = json.loads(final_path.read_text())
+    final_state = load_final_state(run_dir / "final_state.json")
     return check_all(history, final_state), history.header
 
 
@@ -331,7 +355,13 @@ async def execute_run(
     """
     run_id = new_run_id(scenario)
     run_dir = reports_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except OSError as err:
+        raise HarnessError(
+            f"cannot create the run folder {run_dir}: {err.strerror}; pass a "
+            "writable folder with --reports"
+        ) from err
     (run_dir / "scenario.yaml").write_text(
         scenario_text
         or yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)
@@ -405,6 +435,10 @@ async def execute_run(
         return RunOutcome(run_dir, exit_code, verdicts, results)
     except (KeyboardInterrupt, asyncio.CancelledError):
         results.update(status="interrupted", exit_code=EXIT_INTERRUPTED)
+        if cluster is not None:
+            # Readiness probes still running in threads (a restart after a
+            # kill) stop now instead of polling removed containers.
+            cluster.abort.set()
         raise
     except BaseException as err:
         results.update(status="error", error=str(err))

@@ -25,7 +25,10 @@ StrategyName = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a YAML true is not an instance count and "7" is not a seed.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False
+    )
 
 
 class KillFault(_Strict):
@@ -108,11 +111,42 @@ class Scenario(_Strict):
     faults: list[Fault] = Field(default_factory=list)
     settle_s: float = Field(15.0, ge=0, le=3600)
     request_timeout_s: float = Field(5.0, gt=0, le=120)
+    coordinator_image: str | None = Field(
+        None,
+        min_length=1,
+        description="a Docker image in this engine to test in place of the "
+        "reference coordinator; --coordinator-image overrides it",
+    )
     redis_persistence: Literal["aof", "volatile"] = "aof"
     expect: Expect = Field(default_factory=Expect)
 
     @model_validator(mode="after")
-    def _check_fault_times(self) -> Scenario:
+    def _check_consistency(self) -> Scenario:
+        if self.contents_per_batch + self.failures_per_batch == 0:
+            raise ValueError(
+                "contents_per_batch and failures_per_batch are both 0, so the storm "
+                "would send nothing; set at least one above 0"
+            )
+        both = sorted(set(self.expect.invalid) & set(self.expect.valid))
+        if both:
+            raise ValueError(
+                f"expect lists {', '.join(both)} as both invalid and valid; keep each "
+                "invariant in one list"
+            )
+        if sum(isinstance(f, WatchConflictFault) for f in self.faults) > 1:
+            raise ValueError(
+                "more than one watch-conflict fault; the proxy has one fraction, so "
+                "keep a single entry"
+            )
+        names = {f"coordinator-{i}" for i in range(1, self.instances + 1)}
+        for fault in self.faults:
+            if isinstance(fault, KillFault) and fault.target != "random-instance":
+                if fault.target not in names:
+                    raise ValueError(
+                        f"kill target {fault.target!r} is not an instance of this "
+                        f"scenario; use 'random-instance' or coordinator-1 to "
+                        f"coordinator-{self.instances}"
+                    )
         for fault in self.faults:
             if isinstance(fault, RedisRestartFault) and fault.at_s > self.duration_s:
                 raise ValueError(
@@ -126,6 +160,7 @@ class Scenario(_Strict):
         strategy: str | None = None,
         instances: int | None = None,
         seed: int | None = None,
+        coordinator_image: str | None = None,
     ) -> Scenario:
         """Returns a copy with command-line overrides applied and validated."""
         data = self.model_dump()
@@ -138,7 +173,14 @@ class Scenario(_Strict):
             data["instances"] = instances
         if seed is not None:
             data["seed"] = seed
+        if coordinator_image is not None:
+            data["coordinator_image"] = coordinator_image
         return _validate(data, source="command-line options")
+
+
+def _short_repr(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -146,7 +188,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
     for error in err.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(top level)"
         given = error.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        shown = "" if isinstance(given, dict) else f" (got {_short_repr(given)})"
         lines.append(f"  field '{field}': {error['msg']}{shown}")
     lines.append(
         "  `harness scenario schema` prints every field and its allowed values"
@@ -161,6 +203,25 @@ def _validate(data: object, source: str) -> Scenario:
         raise ScenarioError(_format_errors(err, source)) from err
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a key given twice in one mapping.
+
+    PyYAML keeps the last of duplicate keys, which hides a typo such as two
+    ``faults:`` lists, only one of which would run.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_scenario(path: Path) -> Scenario:
     """Reads and validates a scenario file; any problem is a ScenarioError."""
     try:
@@ -169,12 +230,17 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(
             f"scenario file {str(path)!r} not found; the ready ones are in scenarios/"
         ) from err
+    except UnicodeDecodeError as err:
+        raise ScenarioError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save the "
+            "scenario as UTF-8"
+        ) from err
     except OSError as err:
         raise ScenarioError(
             f"scenario file {str(path)!r} cannot be read: {err}"
         ) from err
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         raise ScenarioError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(data, dict):

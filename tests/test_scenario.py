@@ -129,3 +129,77 @@ def test_bad_override_names_option():
 
     assert "command-line options" in str(caught.value)
     assert "field 'instances'" in str(caught.value)
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(write(tmp_path, text))
+    return str(caught.value)
+
+
+def test_kill_target_must_be_instance(tmp_path):
+    text = smoke_text().replace("target: random-instance", "target: coordinator-9")
+
+    message = error_of(tmp_path, text)
+
+    assert "kill target 'coordinator-9' is not an instance" in message
+    assert "coordinator-1 to coordinator-3" in message
+
+
+def test_duplicate_key_rejected(tmp_path):
+    message = error_of(tmp_path, smoke_text() + "seed: 8\n")
+
+    assert "key 'seed' is given twice" in message
+
+
+def test_non_utf8_file_rejected(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+
+    assert "not UTF-8 text" in str(caught.value)
+
+
+def test_boolean_instances_rejected(tmp_path):
+    message = error_of(
+        tmp_path, smoke_text().replace("instances: 3", "instances: true")
+    )
+
+    assert "field 'instances'" in message
+
+
+def test_infinite_start_rejected(tmp_path):
+    text = smoke_text().replace("every_s: 2.5,", "every_s: 2.5, start_s: .inf,")
+
+    message = error_of(tmp_path, text)
+
+    assert "start_s" in message
+
+
+def test_empty_storm_rejected(tmp_path):
+    text = (
+        smoke_text()
+        .replace("contents_per_batch: 45", "contents_per_batch: 0")
+        .replace("failures_per_batch: 2", "failures_per_batch: 0")
+    )
+
+    assert "would send nothing" in error_of(tmp_path, text)
+
+
+def test_expect_overlap_rejected(tmp_path):
+    text = smoke_text().replace(
+        "expect: {}", "expect: {invalid: [liveness], valid: [liveness]}"
+    )
+
+    assert "liveness as both invalid and valid" in error_of(tmp_path, text)
+
+
+def test_long_value_shortened(tmp_path):
+    text = smoke_text().replace("name: smoke", "name: " + "x" * 500)
+
+    message = error_of(tmp_path, text)
+
+    assert "field 'name'" in message
+    assert len(message) < 600

@@ -56,4 +56,38 @@ def check_all(history: History, final_state: dict[str, Any] | None) -> list[Verd
                 reason=f"The checker failed with {type(err).__name__}: {err}",
             )
         verdicts.append(verdict)
+    distrust = _untrusted_history(history)
+    if distrust:
+        verdicts = [_downgrade(verdict, distrust) for verdict in verdicts]
     return verdicts
+
+
+def _untrusted_history(history: History) -> str | None:
+    """Says why no verdict of this history may be valid, or returns None.
+
+    A history with no content or failure operation tested nothing, and a torn
+    line before the last one means the file was damaged after the run wrote
+    it: the harness only ever tears the line it was writing when it died.
+    """
+    if not any(op.f in ("content", "failure") for op in history.operations):
+        return (
+            "The history has no content or failure operations, so nothing was tested."
+        )
+    inner = [line for line in history.torn_lines if line != history.line_count]
+    if inner:
+        lines = ", ".join(str(line) for line in inner[:5])
+        return (
+            f"The history is damaged at line {lines}, before its end, so its "
+            "operations cannot be trusted."
+        )
+    return None
+
+
+def _downgrade(verdict: Verdict, reason: str) -> Verdict:
+    if verdict.status != "valid":
+        return verdict
+    return Verdict(
+        invariant=verdict.invariant,
+        status="unknown",
+        reason=f"{reason} {verdict.reason}",
+    )

@@ -55,10 +55,14 @@ async def run_kills(fault: KillFault, ctx: FaultContext) -> int:
             method = await asyncio.to_thread(ctx.cluster.kill_instance, target, pid)
             kills += 1
             await asyncio.sleep(fault.down_s)
-        finally:
-            # Restart even when cancelled, so that the cluster is whole again
-            # before the redelivery pass and the final read.
-            await asyncio.shield(asyncio.to_thread(ctx.cluster.start_instance, target))
-            ctx.window("kill", "end", targets=[target], method=method)
+        except asyncio.CancelledError:
+            # The run is stopping and its teardown removes every container,
+            # so a restart here would only delay the exit.
+            ctx.window("kill", "end", targets=[target], method=method, restarted=False)
+            raise
+        # Restart before the next kill, so the cluster is whole again for the
+        # redelivery pass and the final read.
+        await asyncio.to_thread(ctx.cluster.start_instance, target)
+        ctx.window("kill", "end", targets=[target], method=method)
         offset += fault.every_s
     return kills

@@ -111,6 +111,12 @@ def verdict_table(verdicts: list[Verdict], title: str) -> Table:
 
 def print_verdicts(console: Console, verdicts: list[Verdict], title: str) -> None:
     console.print(verdict_table(verdicts, title))
+    # The table keeps the first sentence; the rest (operations left out, torn
+    # lines, damage) still has to reach the reader.
+    for verdict in verdicts:
+        rest = verdict.reason[len(first_sentence(verdict.reason)) :].strip()
+        if rest:
+            console.print(f"[dim]{verdict.invariant}: {rest}[/dim]", highlight=False)
     for verdict in verdicts:
         if verdict.status != "invalid" or not verdict.evidence:
             continue

@@ -105,10 +105,13 @@ class HistoryBuilder:
         self.append(-1, "nemesis", kind, value)
 
     def build(self, torn_lines: list[int] | None = None) -> History:
+        """Builds the history; the given torn lines end the file, as a kill leaves."""
+        torn = list(torn_lines or [])
         return History(
             header=self.header,
             operations=list(self.operations),
-            torn_lines=list(torn_lines or []),
+            torn_lines=torn,
+            line_count=max(torn, default=len(self.operations) + 1),
         )
 
 

@@ -1,8 +1,11 @@
 import json
 import logging
 
+import pytest
+
 from harness.checkers import INVARIANTS, check_all, no_overfill
 from harness.checkers.verdict import Verdict
+from harness.errors import HarnessError
 from harness.history import HistoryWriter, load_history
 from tests.checkers.builders import HistoryBuilder, batch_state, final_state
 
@@ -120,7 +123,52 @@ def test_torn_last_line_loaded_and_reported(tmp_path):
         "stores-agree": "valid",
     }
     assert verdicts[5].reason == (
-        "1 operation never completed, and the torn lines may have held their "
-        "completions. History has 1 torn line."
+        "1 operation never completed (the first is operation 2, content by "
+        "process 1), so the history was cut short, and the torn lines may have "
+        "held their completions. History has 1 torn line."
     )
     assert all(v.reason.endswith(" History has 1 torn line.") for v in verdicts)
+
+
+def test_history_without_events_unknown():
+    h = HistoryBuilder()
+    h.register("b-1", ["s-1"])
+    state = final_state(batch_state("b-1", ["s-1"]))
+
+    verdicts = check_all(h.build(), state)
+
+    assert {v.status for v in verdicts} == {"unknown"}
+    assert verdicts[0].reason.startswith(
+        "The history has no content or failure operations, so nothing was tested."
+    )
+
+
+def test_torn_inner_line_makes_valid_unknown(tmp_path):
+    path = tmp_path / "history.jsonl"
+    writer = HistoryWriter(path, {"scenario": {"redis_persistence": "aof"}, "seed": 3})
+    writer.append(0, "invoke", "register", {"batch_id": "b-1", "slot_ids": ["s-1"]})
+    writer.append(0, "ok", "register", {"batch_id": "b-1"})
+    writer.append(1, "invoke", "content", {"batch_id": "b-1", "text_storage_id": "c"})
+    writer.append(1, "ok", "content", {"batch_id": "b-1", "text_storage_id": "c"})
+    writer.close()
+    lines = path.read_text().splitlines()
+    lines.insert(2, "{{{garbage")
+    path.write_text("\n".join(lines) + "\n")
+
+    history = load_history(path)
+    verdicts = check_all(history, final_state(batch_state("b-1", ["s-1"])))
+
+    assert history.torn_lines == [3]
+    assert all(v.status != "valid" for v in verdicts)
+    assert "damaged at line 3, before its end" in verdicts[3].reason
+
+
+def test_unknown_format_version_rejected(tmp_path):
+    path = tmp_path / "history.jsonl"
+    header = {"format": "slot-harness-history", "format_version": 99}
+    path.write_text(json.dumps(header) + "\n")
+
+    with pytest.raises(HarnessError) as caught:
+        load_history(path)
+
+    assert "format version 99" in str(caught.value)

@@ -103,6 +103,7 @@ def correct_runs(draw: st.DrawFn) -> CorrectRun:
                 st.sampled_from(DELIVERIES),
                 st.booleans(),
             ),
+            min_size=1,
             max_size=30,
         )
     )

@@ -105,13 +105,18 @@ def test_ctrl_c_removes_containers_and_keeps_history(tmp_path):
         assert history is not None, "the storm never started"
         run_id = history.parent.name
         process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
         output, _ = process.communicate(timeout=120)
+        exit_s = time.monotonic() - interrupted
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
 
     assert process.returncode == 130, output
+    # Teardown of six containers takes seconds; a restart still polling a
+    # removed container would hold the exit for its whole 60 s deadline.
+    assert exit_s < 30, output
     left = client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
     assert left == []
     networks = client.networks.list(filters={"label": f"{LABEL_RUN}={run_id}"})
@@ -176,3 +181,52 @@ def test_images_list_shows_runtime_up_to_date():
     assert result.returncode == 0, result.stderr
     runtime_lines = [line for line in result.stdout.splitlines() if "runtime" in line]
     assert any("yes" in line for line in runtime_lines)
+
+
+@pytest.mark.docker
+def test_missing_coordinator_image_exits_2_early():
+    result = harness(
+        "run", "scenarios/smoke.yaml", "--coordinator-image", "does-not-exist:1.0"
+    )
+
+    assert result.returncode == 2
+    assert "'does-not-exist:1.0' is not in this Docker Engine" in result.stderr
+    # Nothing started: the check runs before the cluster comes up.
+    assert "starting Redis" not in result.stdout
+
+
+def test_check_accepts_history_file(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    header = {"format": "slot-harness-history", "format_version": 1, "scenario": {}}
+    (run_dir / "history.jsonl").write_text(json.dumps(header) + "\n")
+
+    result = harness("check", str(run_dir / "history.jsonl"))
+
+    # No operations: nothing was tested, so every verdict is unknown.
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "nothing was tested" in result.stdout
+
+
+def test_check_corrupt_final_state_exits_2(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    header = {"format": "slot-harness-history", "format_version": 1, "scenario": {}}
+    (run_dir / "history.jsonl").write_text(json.dumps(header) + "\n")
+    (run_dir / "final_state.json").write_text('{"batches": {')
+
+    result = harness("check", str(run_dir))
+
+    assert result.returncode == 2
+    assert "final_state.json is not valid JSON" in result.stderr
+    assert "delete it to check the history alone" in result.stderr
+
+
+def test_unwritable_reports_exits_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+
+    result = harness("run", "scenarios/smoke.yaml", "--reports", str(blocker))
+
+    assert result.returncode == 2
+    assert "cannot create the run folder" in result.stderr
