@@ -55,14 +55,15 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def start_redis(data_dir: Path) -> Server:
+def start_redis(data_dir: Path, port: int | None = None) -> Server:
+    """Starts redis-server on ``port`` (a free one when None), without persistence."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
             "redis-server not found; run `make test`, which installs "
             "Debian's redis-server package"
         )
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [
             binary,

@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.coordinator.conftest import running, settings_for
-from tests.servers import Server, free_port, wait_for_port
+from tests.servers import Server, free_port, start_redis
 
 
 def start_redis_on(port: int, data_dir: Path) -> Server:
     """Start a redis-server of this test's own on a given port."""
-    process = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, 10, "redis-server")
-    return Server(process, port, f"redis://127.0.0.1:{port}/0")
+    return start_redis(data_dir, port)
 
 
 @pytest.fixture
