@@ -66,6 +66,23 @@ def new_run_id(scenario: Scenario) -> str:
     return f"{scenario.name}-{stamp}-{secrets.token_hex(2)}"
 
 
+def run_summary(results: dict[str, Any]) -> str:
+    """Summarises the operations and faults of a run in one console line."""
+    counts = results.get("counts", {})
+    by_type: dict[str, int] = {}
+    for key, count in counts.items():
+        by_type[key.split(":", 1)[1]] = by_type.get(key.split(":", 1)[1], 0) + count
+    faults = results.get("faults", {})
+    fault_text = ", ".join(f"{kind} x{count}" for kind, count in faults.items())
+    return (
+        f"operations: {sum(counts.values())} "
+        f"(ok {by_type.get('ok', 0)}, fail {by_type.get('fail', 0)}, "
+        f"info {by_type.get('info', 0)}); "
+        f"faults: {fault_text or 'none'} "
+        "(watch-conflict counts injected conflicts)"
+    )
+
+
 def check_docker() -> docker.DockerClient:
     """Connects to the Docker Engine or raises with what to do."""
     try:
@@ -429,6 +446,7 @@ async def execute_run(
             exit_code=exit_code,
         )
         results["phases"].update({k: round(v, 2) for k, v in run.phases.items()})
+        console.print(run_summary(results), highlight=False)
         print_verdicts(console, verdicts, f"verdicts of {run_id}")
         for miss in misses:
             console.print(f"[red]expectation not met:[/red] {miss}")

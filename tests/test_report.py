@@ -78,3 +78,17 @@ def test_first_sentence_keeps_abbreviations():
     text = "Slot s-1 differs, e.g. slot s-2 holds c-1. Left out 3 operations."
 
     assert first_sentence(text) == "Slot s-1 differs, e.g. slot s-2 holds c-1."
+
+
+def test_run_summary_counts_by_type():
+    from harness.run import run_summary
+
+    results = {
+        "counts": {"content:ok": 5, "content:info": 2, "read:ok": 1, "failure:fail": 3},
+        "faults": {"kill": 9, "watch-conflict": 478},
+    }
+
+    assert run_summary(results) == (
+        "operations: 11 (ok 6, fail 3, info 2); faults: kill x9, watch-conflict x478 "
+        "(watch-conflict counts injected conflicts)"
+    )
