@@ -60,7 +60,16 @@ async def test_watch_valid_under_faults(cluster, runtime_image, tmp_path):
     assert outcome.exit_code == 0
     results = json.loads((outcome.run_dir / "results.json").read_text())
     assert results["status"] == "completed"
-    assert results["faults"]["kill"] == 2
+    # Each kill waits for the previous restart, so how many fit in the 8 s
+    # storm depends on restart time; every one must show as a window.
+    history = load_history(outcome.run_dir / "history.jsonl")
+    kill_starts = [
+        op
+        for op in history.operations
+        if op.f == "kill" and op.value["phase"] == "start"
+    ]
+    assert results["faults"]["kill"] >= 1
+    assert results["faults"]["kill"] == len(kill_starts)
     assert results["faults"]["redis-restart"] == 1
     # The proxy made at least one transaction abort, and the strategy retried.
     assert results["faults"]["watch-conflict"] > 0
