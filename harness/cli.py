@@ -1,9 +1,11 @@
 """The ``harness`` command: parses options, calls the library, sets exit codes.
 
-Exit codes: 0 every invariant valid (or the scenario's expectation met); 1 an
-invariant invalid by the coordinator's fault, or an expectation not met; 2 bad
-input or broken infrastructure, with what to do; 3 nothing invalid but
-something unknown; 130 interrupted, after teardown.
+Exit codes:
+  0    every invariant valid, or the scenario's expectation met
+  1    an invariant invalid by the coordinator's fault, or an expectation not met
+  2    bad input or broken infrastructure, with what to do
+  3    nothing invalid, but something unknown
+  130  interrupted, after teardown
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ app = typer.Typer(
     no_args_is_help=True,
     help="A test harness for distributed slot coordination.",
 )
-images_app = typer.Typer(no_args_is_help=True, help="Build and list the images.")
+images_app = typer.Typer(
+    no_args_is_help=True, help="Build, list and prune the project's images."
+)
 scenario_app = typer.Typer(no_args_is_help=True, help="Scenario file tools.")
 app.add_typer(images_app, name="images")
 app.add_typer(scenario_app, name="scenario")
@@ -163,9 +167,11 @@ def _ensure_images() -> str:
 
 @app.command()
 def check(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder under reports/.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder under reports/, or its history.jsonl.")
+    ],
 ) -> None:
-    """Checks a saved run folder again, even one whose run was interrupted."""
+    """Checks a saved run folder (or its history.jsonl) again, even if interrupted."""
     from harness.report.results import expectation_outcome
     from harness.run import check_run_dir
 

@@ -1,10 +1,10 @@
 """HTTP calls to coordinator instances, each recorded as a history operation.
 
 Every call is one operation: an ``invoke`` line before the request and one
-completion after it. The completion type follows what the reply proves:
-``ok`` for 200/201, ``fail`` for a definite refusal (409, 404, 400, or a
-connection refused before anything was sent) and ``info`` when the request may
-or may not have taken effect (timeout, reset after sending, 5xx).
+completion after it. The completion type follows what the reply proves. It is
+``ok`` for 200/201, and ``fail`` for a definite refusal: 409, 404, 400, or a
+connection refused before anything was sent. It is ``info`` when the request
+may or may not have taken effect: a timeout, a reset after sending, a 5xx.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ async def read_store_rows(
     """Reads the coordinator's Postgres rows; returns (rows, reason if unreadable).
 
     Only the reference coordinator is known to keep ``slot_assignments``; for a
-    user's image the table may not exist, and the stores-agree check says so.
+    user's image the table may not exist, and the stores-agree check reports that.
     """
     try:
         conn = await asyncpg.connect(dsn, timeout=10)

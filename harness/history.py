@@ -68,7 +68,7 @@ class History:
     header: dict[str, Any]
     operations: list[Operation]
     torn_lines: list[int] = field(default_factory=list)
-    # Number of the file's last line, so a torn last line can be told apart
+    # Number of the file's last line, so a torn last line can be distinguished
     # from damage inside the file.
     line_count: int = 0
 
@@ -145,7 +145,7 @@ def load_history(path: Path) -> History:
     """Reads a history file, skipping (and recording) lines that do not parse.
 
     A torn last line is what a killed harness leaves; a torn line elsewhere is
-    recorded the same way so that the checkers can say the history is damaged.
+    recorded the same way so that the checkers can report the damage.
     """
     try:
         text = path.read_text(encoding="utf-8")

@@ -71,7 +71,8 @@ def run_summary(results: dict[str, Any]) -> str:
     counts = results.get("counts", {})
     by_type: dict[str, int] = {}
     for key, count in counts.items():
-        by_type[key.split(":", 1)[1]] = by_type.get(key.split(":", 1)[1], 0) + count
+        completion_type = key.split(":", 1)[1]
+        by_type[completion_type] = by_type.get(completion_type, 0) + count
     faults = results.get("faults", {})
     fault_text = ", ".join(f"{kind} x{count}" for kind, count in faults.items())
     return (
@@ -333,7 +334,7 @@ def load_final_state(path: Path) -> dict[str, Any] | None:
         ) from err
     if not isinstance(final_state, dict):
         raise HarnessError(
-            f"{path} holds a JSON {type(final_state).__name__}, expected an object "
+            f"{path} contains a JSON {type(final_state).__name__}, expected an object "
             "with 'batches' and 'completions'; delete it to check the history alone"
         )
     return final_state

@@ -125,7 +125,7 @@ def _check_unfinished(
     The harness gives every request a client timeout, after which it records
     ``info``, so a coordinator that hangs still yields completions. An
     invocation with none means the history itself was cut short (a torn or
-    truncated file, a harness stopped mid-request), which says nothing about
+    truncated file, a harness stopped mid-request). That is no evidence against
     the coordinator.
     """
     if not unfinished:

@@ -22,7 +22,7 @@ def check_pairing(
     """Checks the ok replies for conflicts, then each batch of the final state.
 
     A conflict among the replies is enough for invalid, so this works without
-    a final state; with no conflict and no final state the verdict is unknown.
+    a final state. With no conflict and no final state, the verdict is unknown.
     """
     findings = Findings(invariant, history)
     replies = ReplyIndex.from_history(history)

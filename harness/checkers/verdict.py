@@ -13,7 +13,7 @@ Cause = Literal["coordinator", "environment"]
 class Verdict:
     """The outcome of checking one invariant over a run.
 
-    ``evidence`` holds the few operations (or final-state facts) that show an
+    ``evidence`` contains the few operations (or final-state facts) that show an
     invalid verdict, never the whole history. ``cause`` is set on invalid
     verdicts only: ``environment`` when a fault destroyed data the scenario
     declared volatile, else ``coordinator``.

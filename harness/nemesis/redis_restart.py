@@ -1,6 +1,6 @@
 """A restart of the Redis server, with the coordinators' connections cut.
 
-Redis keeps its data across the restart when the scenario says ``aof``
+Redis keeps its data across the restart when the scenario sets ``aof``
 (append-only file, fsync on every write); with ``volatile`` the data is gone,
 and checkers blame the environment, not the coordinator, for what is lost.
 """

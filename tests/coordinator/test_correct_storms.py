@@ -66,10 +66,10 @@ async def run_storm(stores, strategy: str):
 async def assert_storm_correct(stores, replies, final) -> None:
     statuses = {reply.status for reply in replies}
     gave_up = [reply for reply in replies if reply.status == 503]
-    # TODO: on a loaded machine the postgres strategy has replied a rare 503
-    # in this storm (one full-suite run in three); the cause is not found yet.
+    # TODO: on a loaded machine the postgres strategy replied a single 503 in
+    # this storm in one full-suite run of three, and the cause is not found.
     # The contract makes a 503 an unknown outcome, so it is allowed here but
-    # bounded, and the invariants below must hold regardless.
+    # bounded. The invariants below must hold regardless.
     assert {200, 409} <= statuses <= {200, 409, 503}
     assert len(gave_up) <= len(replies) // 100
     assert {reply.body.get("error") for reply in gave_up} <= {

@@ -60,8 +60,8 @@ async def test_watch_valid_under_faults(cluster, runtime_image, tmp_path):
     assert outcome.exit_code == 0
     results = json.loads((outcome.run_dir / "results.json").read_text())
     assert results["status"] == "completed"
-    # Each kill waits for the previous restart, so how many fit in the 8 s
-    # storm depends on restart time; every one must show as a window.
+    # Each kill waits for the previous restart, so the number that fits in the
+    # 8 s storm depends on restart time. Every kill must show as a window.
     history = load_history(outcome.run_dir / "history.jsonl")
     kill_starts = [
         op
@@ -134,9 +134,9 @@ async def test_pop_then_record_loses_slot_on_kill(cluster, runtime_image, tmp_pa
         strategy="pop-then-record",
         batches=6,
         duration_s=12,
-        # About seven kills, each aimed 0-5 ms after a new event; one in two
-        # or more lands between the two round trips, so a miss of all of
-        # them is rare (well under 1%).
+        # About seven kills, each aimed 0-5 ms after a new event. One in two or
+        # more lands between the two round trips, so missing with all of them
+        # is rare (an estimate: well under 1%).
         faults=[{"kind": "kill", "every_s": 1.5, "down_s": 0.3, "align": "new-event"}],
     )
 
