@@ -80,11 +80,12 @@ def test_refires_only_events_already_sent():
 
 
 def test_acks_redeliver_unsent_and_unknown():
-    a, b, c, d = (Event("content", "b", key) for key in "abcd")
+    a, b, c, d, e = (Event("content", "b", key) for key in "abcde")
     acks = Acks()
     acks.record(a, "ok", None)
     acks.record(b, "fail", "no_slot")
     acks.record(c, "fail", "instance-down")
     acks.record(d, "info", "timeout")
+    acks.record(e, "fail", "connect-refused")
 
-    assert acks.unhandled([a, b, c, d]) == [c, d]
+    assert acks.unhandled([a, b, c, d, e]) == [c, d, e]
