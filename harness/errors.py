@@ -16,3 +16,7 @@ class ScenarioError(HarnessError):
 
 class InfrastructureError(HarnessError):
     """Docker, an image or a container that the run needs is missing or broken."""
+
+
+class PreflightError(HarnessError):
+    """The machine lacks something a scenario needs, such as a kernel feature."""

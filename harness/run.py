@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import platform
-import random
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from harness.errors import HarnessError, InfrastructureError
 from harness.final_state import read_batches, read_completions, read_store_rows
 from harness.history import HistoryWriter, Operation, load_history
 from harness.metrics import HarnessMetrics
-from harness.nemesis import FaultContext, start_faults
+from harness.nemesis import FaultContext, preflight, start_faults
 from harness.report.results import (
     EXIT_INTERRUPTED,
     exit_code_for,
@@ -224,11 +223,11 @@ class Run:
         ctx = FaultContext(
             cluster=self.cluster,
             history=self.history,
-            rng=random.Random(self.scenario.seed + 2),
             storm_start=time.monotonic(),
             storm_duration_s=plan.duration_s,
+            batch_ids=[batch.batch_id for batch in plan.batches],
         )
-        fault_tasks = start_faults(self.scenario.faults, ctx)
+        fault_tasks = start_faults(self.scenario.faults, ctx, self.scenario.seed)
         progress = Progress(
             TextColumn("storm"),
             BarColumn(),
@@ -371,6 +370,8 @@ async def execute_run(
     a state reset and leaves it running. Otherwise it starts its own cluster and
     removes it at the end, on error and on Ctrl-C alike.
     """
+    # Before anything is created: a fault this machine cannot make is bad input.
+    preflight(scenario.faults)
     run_id = new_run_id(scenario)
     run_dir = reports_dir / run_id
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from harness.checkers import INVARIANTS
 from harness.coordinator.strategies import STRATEGY_NAMES
 from harness.errors import ScenarioError
+from harness.faults import Fault, WatchConflictFault
+
+__all__ = ["Fault", "Scenario", "load_scenario", "scenario_schema"]
 
 # The names come from the reference coordinator and the checkers, so that a
 # new strategy or invariant is accepted in scenario files without an edit here.
@@ -29,51 +32,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, strict=True, allow_inf_nan=False
     )
-
-
-class KillFault(_Strict):
-    """SIGKILL of a coordinator, then a restart after ``down_s``, every ``every_s``."""
-
-    kind: Literal["kill"]
-    target: str = Field(
-        "random-instance",
-        description="'random-instance' or an instance name such as 'coordinator-2'",
-    )
-    every_s: float = Field(gt=0, le=3600, description="seconds between kills")
-    down_s: float = Field(2.0, ge=0, le=600, description="seconds before restart")
-    start_s: float = Field(
-        0.0, ge=0, description="seconds into the storm before the first kill"
-    )
-    align: Literal["none", "new-event"] = Field(
-        "none",
-        description="'new-event' times each kill a random 0..align_max_ms after "
-        "the first delivery of a new event, so it meets a slot being taken",
-    )
-    # The default comes from a measurement: with the reference coordinator on
-    # a loaded 2-core machine, aligned kills lost pop-then-record's slot about
-    # 70% of the time within 5 ms of delivery, and rarely after 5 ms.
-    align_max_ms: float = Field(
-        5.0, ge=0, le=5000, description="upper bound of the delay after delivery"
-    )
-
-
-class RedisRestartFault(_Strict):
-    """A restart of the Redis container at ``at_s`` seconds into the storm."""
-
-    kind: Literal["redis-restart"]
-    at_s: float = Field(ge=0, le=3600)
-
-
-class WatchConflictFault(_Strict):
-    """WATCH conflicts injected by the RESP proxy on a fraction of transactions."""
-
-    kind: Literal["watch-conflict"]
-    fraction: float = Field(ge=0, le=1)
-
-
-Fault = Annotated[
-    KillFault | RedisRestartFault | WatchConflictFault, Field(discriminator="kind")
-]
 
 
 class Expect(_Strict):
@@ -133,27 +91,42 @@ class Scenario(_Strict):
                 f"expect lists {', '.join(both)} as both invalid and valid; keep each "
                 "invariant in one list"
             )
-        if sum(isinstance(f, WatchConflictFault) for f in self.faults) > 1:
-            raise ValueError(
-                "more than one watch-conflict fault; the proxy has one fraction, so "
-                "keep a single entry"
-            )
-        names = {f"coordinator-{i}" for i in range(1, self.instances + 1)}
-        for fault in self.faults:
-            if isinstance(fault, KillFault) and fault.target != "random-instance":
-                if fault.target not in names:
-                    raise ValueError(
-                        f"kill target {fault.target!r} is not an instance of this "
-                        f"scenario; use 'random-instance' or coordinator-1 to "
-                        f"coordinator-{self.instances}"
-                    )
-        for fault in self.faults:
-            if isinstance(fault, RedisRestartFault) and fault.at_s > self.duration_s:
-                raise ValueError(
-                    f"redis-restart at_s={fault.at_s} is after the storm ends "
-                    f"(duration_s={self.duration_s}); pick at_s <= duration_s"
-                )
+        self._check_faults()
         return self
+
+    def _check_faults(self) -> None:
+        proxy_conflicts = [
+            f
+            for f in self.faults
+            if isinstance(f, WatchConflictFault) and f.mode == "proxy"
+        ]
+        if len(proxy_conflicts) > 1:
+            raise ValueError(
+                "more than one watch-conflict fault in proxy mode; the proxy has one "
+                "fraction, so keep a single entry"
+            )
+        names = [f"coordinator-{i}" for i in range(1, self.instances + 1)]
+        for number, fault in enumerate(self.faults):
+            where = f"faults[{number}] ({fault.kind})"
+            targets = getattr(fault, "targets", None)
+            if isinstance(targets, list):
+                if not targets:
+                    raise ValueError(
+                        f"{where} has an empty targets list; name instances, or use "
+                        "'random-instance' or 'all-instances'"
+                    )
+                for target in targets:
+                    if target not in names:
+                        raise ValueError(
+                            f"{where} target {target!r} is not an instance of this "
+                            f"scenario; use 'random-instance', 'all-instances' or "
+                            f"coordinator-1 to coordinator-{self.instances}"
+                        )
+            if fault.start_s > self.duration_s:
+                raise ValueError(
+                    f"{where} starts at start_s={fault.start_s}, after the storm "
+                    f"ends (duration_s={self.duration_s}); pick start_s <= duration_s"
+                )
 
     def with_overrides(
         self,

@@ -8,7 +8,8 @@ import pytest
 
 from harness.coordinator.strategies import CORRECT_STRATEGIES
 from harness.errors import ScenarioError
-from harness.scenario import KillFault, load_scenario
+from harness.faults import KillFault
+from harness.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,16 +84,18 @@ def test_unknown_fault_kind_lists_allowed(tmp_path):
 
     message = str(caught.value)
     assert "faults.1" in message
-    assert "'kill', 'redis-restart', 'watch-conflict'" in message
+    assert "'kill', 'stop', 'restart', 'pause'" in message
 
 
 def test_restart_after_storm_rejected(tmp_path):
-    path = write(tmp_path, smoke_text().replace("at_s: 16", "at_s: 99"))
+    path = write(tmp_path, smoke_text().replace("start_s: 16", "start_s: 99"))
 
     with pytest.raises(ScenarioError) as caught:
         load_scenario(path)
 
-    assert "at_s=99.0 is after the storm ends" in str(caught.value)
+    assert "faults[2] (redis-restart) starts at start_s=99.0, after the storm" in str(
+        caught.value
+    )
 
 
 def test_missing_file_names_path(tmp_path):
@@ -138,11 +141,13 @@ def error_of(tmp_path: Path, text: str) -> str:
 
 
 def test_kill_target_must_be_instance(tmp_path):
-    text = smoke_text().replace("target: random-instance", "target: coordinator-9")
+    text = smoke_text().replace(
+        "targets: random-instance", "targets: [coordinator-1, coordinator-9]"
+    )
 
     message = error_of(tmp_path, text)
 
-    assert "kill target 'coordinator-9' is not an instance" in message
+    assert "faults[0] (kill) target 'coordinator-9' is not an instance" in message
     assert "coordinator-1 to coordinator-3" in message
 
 

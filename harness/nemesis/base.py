@@ -1,4 +1,4 @@
-"""The context every fault runs in: cluster, history and a seeded random source."""
+"""The context every fault runs in: cluster, history, timing and the storm's batches."""
 
 from __future__ import annotations
 
@@ -46,9 +46,9 @@ class DeliveryFeed:
 class FaultContext:
     cluster: DockerCluster
     history: HistoryWriter
-    rng: random.Random
     storm_start: float
     storm_duration_s: float
+    batch_ids: list[str] = field(default_factory=list)
     deliveries: DeliveryFeed = field(default_factory=DeliveryFeed)
     # Faults currently in effect, by kind, for the progress display.
     active: dict[str, int] = field(default_factory=dict)
@@ -60,6 +60,23 @@ class FaultContext:
 
     def storm_left_s(self) -> float:
         return self.storm_start + self.storm_duration_s - time.monotonic()
+
+    def hold_s(self, duration_s: float | None) -> float:
+        """How long an occurrence lasts: its duration, or until the storm ends."""
+        if duration_s is None:
+            return max(0.0, self.storm_left_s())
+        return duration_s
+
+    def resolve_targets(
+        self, targets: str | list[str], rng: random.Random
+    ) -> list[str]:
+        """Turns a fault's targets into instance names for one occurrence."""
+        names = self.cluster.instance_names
+        if targets == "random-instance":
+            return [rng.choice(names)]
+        if targets == "all-instances":
+            return list(names)
+        return list(targets)
 
     def window(self, kind: str, phase: str, **value: Any) -> None:
         """Records the start or end of a fault window in the history."""

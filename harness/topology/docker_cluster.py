@@ -314,6 +314,10 @@ class DockerCluster:
 
     def instance_pid(self, name: str) -> int | None:
         """Returns the host PID of the instance's init process, if it runs."""
+        return self.container_pid(name)
+
+    def container_pid(self, name: str) -> int | None:
+        """Returns the host PID of a member's init process, if it runs."""
         container = self.members[name].docker
         container.reload()
         pid = container.attrs["State"].get("Pid") or 0
@@ -350,15 +354,39 @@ class DockerCluster:
             container.reload()
             return container.status != "running"
 
-        probe(exited, deadline_s, f"the exit of killed instance {name}")
+        probe(exited, deadline_s, f"the exit of killed {name}")
 
     def start_instance(self, name: str) -> None:
         self.members[name].docker.start()
         self.wait_instance_ready(name)
 
-    def restart_redis(self) -> None:
-        """Restarts Redis (SIGTERM, then start) and waits until it replies to PING."""
-        self.members["redis"].docker.restart(timeout=10)
+    def restart_redis(self, lose_data: bool = False) -> None:
+        """Restarts Redis and waits until it replies to PING.
+
+        With ``lose_data``, Redis is frozen by SIGSTOP, its files are deleted,
+        and it is killed, so it cannot write a snapshot on the way down and
+        comes back empty. Otherwise it stops with SIGTERM and keeps what its
+        persistence settings keep.
+        """
+        container = self.members["redis"].docker
+        if not lose_data:
+            container.restart(timeout=10)
+            self.wait_redis_ready()
+            return
+        pid = self.container_pid("redis")
+        if pid is None:
+            raise InfrastructureError("redis is not running, so it cannot restart")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            result = container.exec_run(["sh", "-c", "rm -rf /data/*"], user="root")
+            if result.exit_code != 0:
+                raise InfrastructureError(
+                    f"could not delete Redis's files: {result.output!r}"
+                )
+        finally:
+            os.kill(pid, signal.SIGKILL)
+        self._wait_exited("redis")
+        container.start()
         self.wait_redis_ready()
 
     def set_watch_conflict_fraction(self, fraction: float) -> None:

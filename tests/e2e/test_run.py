@@ -27,9 +27,9 @@ SHORT = {
     "rate": 300,
     "duration_s": 8,
     "faults": [
-        {"kind": "kill", "target": "random-instance", "every_s": 3, "down_s": 1},
+        {"kind": "kill", "start_s": 3, "every_s": 3, "duration_s": 1},
         {"kind": "watch-conflict", "fraction": 0.3},
-        {"kind": "redis-restart", "at_s": 4},
+        {"kind": "redis-restart", "start_s": 4},
     ],
     "settle_s": 5,
 }
@@ -137,7 +137,15 @@ async def test_pop_then_record_loses_slot_on_kill(cluster, runtime_image, tmp_pa
         # About seven kills, each aimed 0-5 ms after a new event. One in two or
         # more lands between the two round trips, so missing with all of them
         # is rare (an estimate: well under 1%).
-        faults=[{"kind": "kill", "every_s": 1.5, "down_s": 0.3, "align": "new-event"}],
+        faults=[
+            {
+                "kind": "kill",
+                "start_s": 1.5,
+                "every_s": 1.5,
+                "duration_s": 0.3,
+                "align": "new-event",
+            }
+        ],
     )
 
     assert statuses(outcome)["no-lost-slot"] == "invalid"
