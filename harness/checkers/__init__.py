@@ -12,6 +12,7 @@ from typing import Any
 from harness.checkers import (
     completion_exactly_once,
     liveness,
+    no_hang,
     no_lost_slot,
     no_overfill,
     one_content_per_slot,
@@ -33,6 +34,7 @@ CHECKERS = (
     no_overfill,
     completion_exactly_once,
     liveness,
+    no_hang,
     stores_agree,
 )
 INVARIANTS: tuple[str, ...] = tuple(module.INVARIANT for module in CHECKERS)

@@ -28,6 +28,7 @@ def test_invariants_in_order():
         "no-overfill",
         "completion-exactly-once",
         "liveness",
+        "no-hang",
         "stores-agree",
     )
 
@@ -38,12 +39,12 @@ def test_correct_run_all_valid():
     verdicts = check_all(h.build(), state)
 
     assert [v.invariant for v in verdicts] == list(INVARIANTS)
-    assert [v.status for v in verdicts] == ["valid"] * 7
-    assert [v.cause for v in verdicts] == [None] * 7
-    assert [v.evidence for v in verdicts] == [[]] * 7
+    assert [v.status for v in verdicts] == ["valid"] * 8
+    assert [v.cause for v in verdicts] == [None] * 8
+    assert [v.evidence for v in verdicts] == [[]] * 8
 
 
-def test_missing_final_state_only_no_overfill_decides():
+def test_missing_final_state_only_reply_checks_decide():
     h, _state = correct_run()
 
     verdicts = check_all(h.build(), None)
@@ -55,6 +56,7 @@ def test_missing_final_state_only_no_overfill_decides():
         "no-overfill": "valid",
         "completion-exactly-once": "unknown",
         "liveness": "unknown",
+        "no-hang": "valid",
         "stores-agree": "unknown",
     }
 
@@ -74,7 +76,7 @@ def test_checker_crash_becomes_unknown(monkeypatch, caplog):
         status="unknown",
         reason="The checker failed with RuntimeError: index out of range in batch b-1",
     )
-    assert [v.status for v in verdicts] == ["valid"] * 3 + ["unknown"] + ["valid"] * 3
+    assert [v.status for v in verdicts] == ["valid"] * 3 + ["unknown"] + ["valid"] * 4
     assert [r.getMessage() for r in caplog.records] == ["checker no-overfill failed"]
 
 
@@ -88,9 +90,13 @@ def test_malformed_final_state_unknown_not_valid():
         "The checker failed with FinalStateError: final state of batch 'b-1' has "
         "capacity='2', expected a JSON int"
     )
-    assert verdicts == [
-        Verdict(invariant=name, status="unknown", reason=reason) for name in INVARIANTS
+    # no-hang reads only the replies, so the damaged final state does not stop it.
+    assert [v for v in verdicts if v.invariant != "no-hang"] == [
+        Verdict(invariant=name, status="unknown", reason=reason)
+        for name in INVARIANTS
+        if name != "no-hang"
     ]
+    assert verdicts[6].status == "valid"
 
 
 def test_torn_last_line_loaded_and_reported(tmp_path):
@@ -120,6 +126,7 @@ def test_torn_last_line_loaded_and_reported(tmp_path):
         "no-overfill": "valid",
         "completion-exactly-once": "valid",
         "liveness": "unknown",
+        "no-hang": "unknown",
         "stores-agree": "valid",
     }
     assert verdicts[5].reason == (
