@@ -107,34 +107,42 @@ def run(
     except HarnessError as err:
         raise _fail(err) from err
 
-    async def main_task():
-        # SIGTERM (a CI runner stopping the job) tears down like Ctrl-C does.
-        task = asyncio.current_task()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await execute_run(
+    outcome = _run_until_interrupted(
+        lambda: execute_run(
             scenario,
             reports,
             console,
             runtime_image=runtime_image,
             coordinator_image=scenario.coordinator_image,
-        )
+        ),
+        "the run folder keeps what ran",
+    )
+    console.print(f"run folder: {outcome.run_dir}")
+    raise typer.Exit(outcome.exit_code)
+
+
+def _run_until_interrupted(make_coroutine, kept: str):
+    """Runs the coroutine; Ctrl-C and SIGTERM tear down and exit with 130.
+
+    A CI runner stopping the job sends SIGTERM, which cancels the task just as
+    Ctrl-C does, so containers are removed either way.
+    """
+
+    async def main_task():
+        task = asyncio.current_task()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await make_coroutine()
 
     try:
-        outcome = asyncio.run(main_task())
-    except asyncio.CancelledError:
-        err_console.print(
-            "terminated; containers removed, the run folder keeps what ran"
+        return asyncio.run(main_task())
+    except (asyncio.CancelledError, KeyboardInterrupt) as err:
+        what = (
+            "terminated" if isinstance(err, asyncio.CancelledError) else "interrupted"
         )
+        err_console.print(f"{what}; containers removed, {kept}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except HarnessError as err:
         raise _fail(err) from err
-    except KeyboardInterrupt:
-        err_console.print(
-            "interrupted; containers removed, the run folder keeps what ran"
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    console.print(f"run folder: {outcome.run_dir}")
-    raise typer.Exit(outcome.exit_code)
 
 
 def _require_local_image(client, image: str) -> None:
@@ -192,6 +200,117 @@ def check(
     for miss in misses:
         console.print(f"[red]expectation not met:[/red] {miss}")
     raise typer.Exit(exit_code_for(verdicts, expect))
+
+
+@app.command()
+def zoo(
+    quick: Annotated[
+        bool, typer.Option(help="One seed instead of five: about ten minutes.")
+    ] = False,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, max=100, help="Seeds 1..N per pairing.")
+    ] = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these strategies (repeat the option for several)."),
+    ] = None,
+    scenarios: Annotated[
+        Path, typer.Option(help="Folder with strategies/ and faults/ scenarios.")
+    ] = Path("scenarios/zoo"),
+    reports: Annotated[
+        Path, typer.Option(help="The zoo writes to REPORTS/zoo/<id>/.")
+    ] = Path("reports"),
+) -> None:
+    """Proves detection: faulty strategies caught, correct ones never blamed.
+
+    Every faulty strategy runs under the scenario that exposes it, every
+    correct strategy under every fault scenario, over several seeds. Exits 1
+    if a faulty strategy escapes or a correct one is flagged.
+    """
+    from harness import zoo as zoo_module
+    from harness.nemesis import preflight
+    from harness.run import check_docker
+
+    try:
+        entries = zoo_module.plan_zoo(scenarios)
+        if strategy:
+            unknown = sorted(set(strategy) - set(STRATEGY_NAMES))
+            if unknown:
+                raise HarnessError(
+                    f"--strategy {', '.join(unknown)} is not a strategy; use one of "
+                    f"{', '.join(STRATEGY_NAMES)}"
+                )
+            entries = [e for e in entries if e.strategy in strategy]
+        for entry in entries:
+            preflight(entry.scenario.faults)
+        check_docker()
+        runtime_image = _ensure_images()
+        folder = zoo_module.new_zoo_folder(reports)
+    except HarnessError as err:
+        raise _fail(err) from err
+    chosen = tuple(range(1, seeds + 1)) if seeds else None
+    chosen = chosen or (zoo_module.QUICK_SEEDS if quick else zoo_module.FULL_SEEDS)
+    the_zoo = zoo_module.Zoo(entries, chosen, folder, console, runtime_image)
+    console.print(
+        f"zoo {folder.name}: {len(entries)} pairings x {len(chosen)} seeds = "
+        f"{the_zoo.total} runs; each run's folder is under {folder / 'runs'}"
+    )
+    status = "interrupted"
+    try:
+        _run_until_interrupted(the_zoo.execute, "zoo.json keeps what ran")
+        status = "completed"
+    finally:
+        summary = the_zoo.summary(status)
+        path = zoo_module.save_zoo(folder, summary)
+        if status == "completed":
+            console.print(zoo_module.render_strategy_table(summary["table"]))
+            console.print(zoo_module.render_fault_table(summary["faults_table"]))
+        console.print(
+            f"zoo: {summary['runs_done']}/{summary['planned_runs']} runs in "
+            f"{summary['duration_s'] / 60:.1f} min, "
+            f"{len(summary['escapes'])} escapes, "
+            f"{len(summary['false_positives'])} false positives; {path}"
+        )
+    raise typer.Exit(summary["exit_code"])
+
+
+@app.command()
+def replay(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by a run.")],
+    tries: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=50,
+            help="Runs at most this many times, until the verdict matches; a race "
+            "may need more than one.",
+        ),
+    ] = 3,
+    reports: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path(
+        "reports"
+    ),
+) -> None:
+    """Runs a saved run again with its scenario and seed, to reproduce its verdict.
+
+    Exits 0 when a try matches: every invariant invalid then is invalid
+    again, or, for a valid run, everything is valid again.
+    """
+    from harness.replay import load_replay, replay_run
+    from harness.run import check_docker
+
+    try:
+        plan = load_replay(run_dir)
+        client = check_docker()
+        if plan.coordinator_image:
+            _require_local_image(client, plan.coordinator_image)
+        runtime_image = _ensure_images()
+    except HarnessError as err:
+        raise _fail(err) from err
+    code = _run_until_interrupted(
+        lambda: replay_run(plan, tries, reports, console, runtime_image),
+        "each try's run folder keeps what ran",
+    )
+    raise typer.Exit(code)
 
 
 @app.command()
