@@ -13,6 +13,9 @@ from tests.coordinator.conftest import running, settings_for
 
 # immediate-spop can never assign, so it has its own contract test below.
 ASSIGNING = [name for name in STRATEGY_NAMES if name != "immediate-spop"]
+# lua-partial-write loses a slot on every replay, which the contract test's
+# replays would show as a full batch; test_faulty_strategies.py covers it.
+REPLAYING = [name for name in ASSIGNING if name != "lua-partial-write"]
 
 
 async def wait_for_entries(stores, count: int, timeout_s: float = 3.0) -> list:
@@ -47,7 +50,7 @@ async def test_registration_idempotent_by_slots(stores, strategy):
     }
 
 
-@pytest.mark.parametrize("strategy", ASSIGNING)
+@pytest.mark.parametrize("strategy", REPLAYING)
 async def test_content_and_failure_contract(stores, strategy):
     async with running(settings_for(stores, strategy)) as [coordinator]:
         await coordinator.register("b1", ["s1", "s2", "s3"])

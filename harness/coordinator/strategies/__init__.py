@@ -13,8 +13,12 @@ from harness.coordinator.strategies.double_completion import DoubleCompletionStr
 from harness.coordinator.strategies.immediate_spop import ImmediateSpopStrategy
 from harness.coordinator.strategies.in_memory import InMemoryStrategy
 from harness.coordinator.strategies.lua import LuaStrategy
+from harness.coordinator.strategies.lua_partial_write import LuaPartialWriteStrategy
+from harness.coordinator.strategies.no_script_reload import NoScriptReloadStrategy
 from harness.coordinator.strategies.pop_then_record import PopThenRecordStrategy
 from harness.coordinator.strategies.postgres import PostgresStrategy
+from harness.coordinator.strategies.unbounded_retry import UnboundedRetryStrategy
+from harness.coordinator.strategies.unique_as_failure import UniqueAsFailureStrategy
 from harness.coordinator.strategies.watch import WatchStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -28,6 +32,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
         InMemoryStrategy,
         PopThenRecordStrategy,
         DoubleCompletionStrategy,
+        UnboundedRetryStrategy,
+        LuaPartialWriteStrategy,
+        NoScriptReloadStrategy,
+        UniqueAsFailureStrategy,
     )
 }
 STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)

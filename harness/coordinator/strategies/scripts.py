@@ -68,6 +68,29 @@ POP_AND_RECORD_UNCHECKED = (
 # double-completion: dedup, pop and record, with completion left to a later read.
 TAKE_SLOT_WITHOUT_COMPLETION = _REQUIRE_BATCH + _DEDUP + _POP_AND_RECORD + _CREATED
 
+# lua-partial-write: pops first and only then looks for the item's slot. For
+# an item that has one, it returns the error "ALREADY_ASSIGNED <slot>", written
+# as if the error undid the SPOP. Redis keeps every write a script made before
+# an error reply or a Lua error, so the popped slot is in no set and no hash.
+TAKE_SLOT_POP_FIRST = (
+    _HASH_AS_JSON
+    + _REQUIRE_BATCH
+    + """
+local slot = redis.call('SPOP', KEYS[2])
+local existing = redis.call('HGET', KEYS[4], ARGV[1])
+if existing then
+  return redis.error_reply('ALREADY_ASSIGNED ' .. existing)
+end
+if not slot then return {'no_slot'} end
+redis.call('HSET', KEYS[3], slot, ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], slot)
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[4], ARGV[2])
+"""
+    + _COMPLETE_WHEN_FULL
+    + _CREATED
+)
+
 # pop-then-record's second round trip, after its SPOP: records the popped slot,
 # drops the claim and appends batch_ready if the SPOP emptied the set.
 # KEYS: 1 slot -> item hash, 2 item -> slot hash, 3 assignments, 4 failures,
