@@ -305,7 +305,11 @@ def strategy_table(runs: list[ZooRun]) -> dict[str, dict[str, Any]]:
         }
         for invariant in INVARIANTS:
             row[invariant] = _cell(invariant, done)
-        detections = [r.detection_s for r in done if r.outcome == "caught"]
+        detections = [
+            r.detection_s
+            for r in done
+            if r.outcome == "caught" and r.detection_s is not None
+        ]
         if detections and not group[0].entry.correct:
             row["detection_s"] = {
                 "median": round(statistics.median(detections), 1),
