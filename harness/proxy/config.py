@@ -1,4 +1,4 @@
-"""Settings of the RESP proxy and how they are read from environment variables.
+"""Settings of the RESP proxy and the TCP relay, read from environment variables.
 
 This package runs in the runtime image, which ships only ``harness/__init__.py``,
 ``harness/coordinator`` and ``harness/proxy``, so it imports nothing else of
@@ -76,6 +76,70 @@ class ProxyConfig:
             control_host=environ.get("CONTROL_HOST", "0.0.0.0"),
             control_port=_read_int(environ, "CONTROL_PORT", 8080),
             watch_conflict_fraction=_read_fraction(environ),
+            seed=_read_int(environ, "SEED", 0),
+        )
+
+
+# Environment variables of the TCP relay (python -m harness.proxy.tcp).
+RELAY_ENVIRONMENT_HELP = {
+    "UPSTREAM_HOST": "host name or address of the server relayed to (required)",
+    "UPSTREAM_PORT": "TCP port of that server (default 5432)",
+    "LISTEN_HOST": "address the relay listens on for clients (default 0.0.0.0)",
+    "LISTEN_PORT": "TCP port the relay listens on for clients (default 5432)",
+    "CONTROL_HOST": "address of the HTTP control endpoint (default 0.0.0.0)",
+    "CONTROL_PORT": "TCP port of the HTTP control endpoint (default 8080)",
+    "MAX_CONNECTIONS": (
+        "maximum client connections relayed at the same time; the relay closes "
+        "any more right away (default 512)"
+    ),
+    "SEED": "integer seed of the latency jitter (default 0)",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
+}
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Settings of one TCP relay process. Port 0 binds a free port."""
+
+    upstream_host: str
+    upstream_port: int = 5432
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 5432
+    control_host: str = "0.0.0.0"
+    control_port: int = 8080
+    max_connections: int = 512
+    seed: int = 0
+    upstream_connect_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.upstream_host:
+            raise ProxyConfigError(
+                "UPSTREAM_HOST is missing: set it to the host name or address of "
+                "the server to relay to"
+            )
+        for name in ("upstream_port", "listen_port", "control_port"):
+            _check_port(name.upper(), getattr(self, name))
+        if self.max_connections < 1:
+            raise ProxyConfigError(
+                f"MAX_CONNECTIONS is {self.max_connections!r}: expected 1 or more"
+            )
+        if not self.upstream_connect_timeout_s > 0:
+            raise ProxyConfigError(
+                f"upstream_connect_timeout_s is {self.upstream_connect_timeout_s!r}: "
+                "expected a positive number of seconds"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RelayConfig:
+        """Build the settings from environment variables, rejecting invalid values."""
+        return cls(
+            upstream_host=environ.get("UPSTREAM_HOST", "").strip(),
+            upstream_port=_read_int(environ, "UPSTREAM_PORT", 5432),
+            listen_host=environ.get("LISTEN_HOST", "0.0.0.0"),
+            listen_port=_read_int(environ, "LISTEN_PORT", 5432),
+            control_host=environ.get("CONTROL_HOST", "0.0.0.0"),
+            control_port=_read_int(environ, "CONTROL_PORT", 8080),
+            max_connections=_read_int(environ, "MAX_CONNECTIONS", 512),
             seed=_read_int(environ, "SEED", 0),
         )
 

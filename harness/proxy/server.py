@@ -6,6 +6,9 @@ stream to find each EXEC of a transaction that watches keys. Before forwarding
 such an EXEC, the proxy makes a neutral write to one of those keys with the
 configured probability, so the EXEC aborts while the data stays the same.
 
+The control endpoint can also set a latency, per client address or for all
+clients, that delays what clients send (harness/proxy/latency.py).
+
 Random choices come from one ``random.Random(seed)``. Each transaction with
 watched keys draws ``random()``, and when that is below the fraction, one
 ``choice()`` among its watched keys in WATCH order. With one client sending
@@ -24,6 +27,7 @@ from typing import Any
 from harness.proxy.config import ProxyConfig, validate_fraction
 from harness.proxy.conflicts import ConflictInjector
 from harness.proxy.control import ControlEndpoint
+from harness.proxy.latency import DelayedReader, LatencyRules, latency_stats
 from harness.proxy.logs import RateLimitedLogger
 from harness.proxy.tracker import ExecPoint, TransactionTracker
 
@@ -71,7 +75,9 @@ class ProxyServer:
         self._injector = ConflictInjector(
             config.upstream_host, config.upstream_port, config.injection_timeout_s
         )
-        self._control = ControlEndpoint(self.stats, self.set_fraction)
+        self.latency = LatencyRules(config.seed)
+        self._delayed_chunks = 0
+        self._control = ControlEndpoint(self.stats, self.set_fraction, self.latency)
         self._server: asyncio.Server | None = None
         self._closed = False
         self._warnings = RateLimitedLogger(logger)
@@ -95,7 +101,9 @@ class ProxyServer:
         ``transactions`` counts EXECs of transactions that watched keys,
         ``conflicts_injected`` the neutral writes made before them, and
         ``connections`` every client connection accepted. ``open_connections``
-        has the same counters for each connection still open.
+        has the same counters for each connection still open. ``latency`` has
+        the latency rules by client address, and ``delayed_chunks`` counts
+        the chunks sent late because of them.
         """
         return {
             "transactions": self._transactions,
@@ -105,6 +113,7 @@ class ProxyServer:
             "seed": self.config.seed,
             "upstream": f"{self.config.upstream_host}:{self.config.upstream_port}",
             "open_connections": [asdict(stats) for stats in self._open.values()],
+            **latency_stats(self.latency, self._delayed_chunks),
         }
 
     async def start(self) -> None:
@@ -253,8 +262,15 @@ class ProxyServer:
         upstream_writer: asyncio.StreamWriter,
     ) -> _RelayEnd:
         """Relay both directions until either side closes, and return why."""
+        client_host = peer_host(client_writer)
+        delayed_reader = DelayedReader(
+            client_reader,
+            _CLIENT_READ_SIZE,
+            lambda: self.latency.delay_s(client_host),
+            on_delayed=self._count_delayed,
+        )
         requests = asyncio.create_task(
-            self._forward_requests(stats, client_reader, upstream_writer)
+            self._forward_requests(stats, delayed_reader, upstream_writer)
         )
         replies = asyncio.create_task(
             self._forward_replies(upstream_reader, client_writer)
@@ -265,19 +281,23 @@ class ProxyServer:
             requests.cancel()
             replies.cancel()
             await asyncio.gather(requests, replies, return_exceptions=True)
+            await delayed_reader.close()
         finished = requests if requests.done() and not requests.cancelled() else replies
         return finished.result()
+
+    def _count_delayed(self) -> None:
+        self._delayed_chunks += 1
 
     async def _forward_requests(
         self,
         stats: ConnectionStats,
-        client_reader: asyncio.StreamReader,
+        client_reader: DelayedReader,
         upstream_writer: asyncio.StreamWriter,
     ) -> _RelayEnd:
         tracker = TransactionTracker()
         while True:
             try:
-                data = await client_reader.read(_CLIENT_READ_SIZE)
+                data = await client_reader.read()
             except OSError as error:
                 return _RelayEnd("client", f"read failed: {error}")
             if not data:
@@ -351,6 +371,14 @@ async def serve(config: ProxyConfig) -> ProxyServer:
 
 def _ids(stats: ConnectionStats) -> tuple[int, str]:
     return stats.connection_id, stats.peer
+
+
+def peer_host(writer: asyncio.StreamWriter) -> str:
+    """Return the IP address of a connection's client, which latency rules name."""
+    address = writer.get_extra_info("peername")
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address)
 
 
 def _format_address(address: object) -> str:

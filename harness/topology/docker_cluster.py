@@ -1,9 +1,10 @@
 """A cluster under test on the local Docker Engine.
 
-N coordinator instances, Redis, Postgres and the RESP proxy share one private
-network per run. The host reaches each container only through ports published
-on 127.0.0.1; a published port is read again after every restart because the
-engine hands out a new ephemeral port then.
+N coordinator instances, Redis, Postgres, the RESP proxy in front of Redis and
+the TCP relay in front of Postgres share one private network per run. The host
+reaches each container only through ports published on 127.0.0.1; a published
+port is read again after every restart because the engine hands out a new
+ephemeral port then.
 """
 
 from __future__ import annotations
@@ -145,9 +146,23 @@ class DockerCluster:
             },
             port=PROXY_CONTROL_PORT,
         )
+        # The coordinators reach Postgres through this relay, which can delay
+        # one instance's traffic for a latency fault.
+        self._add(
+            "postgres-proxy",
+            command="python -m harness.proxy.tcp",
+            env={
+                "UPSTREAM_HOST": "postgres",
+                "UPSTREAM_PORT": str(POSTGRES_PORT),
+                "LISTEN_PORT": str(POSTGRES_PORT),
+                "CONTROL_PORT": str(PROXY_CONTROL_PORT),
+            },
+            port=PROXY_CONTROL_PORT,
+        )
         self.wait_redis_ready()
         self.wait_postgres_ready()
-        self.wait_proxy_ready()
+        self.wait_proxy_ready("redis-proxy")
+        self.wait_proxy_ready("postgres-proxy")
 
         self.start_instances(progress)
 
@@ -166,7 +181,9 @@ class DockerCluster:
                     "PORT": str(COORDINATOR_PORT),
                     "INSTANCE_ID": name,
                     "REDIS_URL": f"redis://redis-proxy:{REDIS_PORT}/0",
-                    "DATABASE_URL": f"postgresql://postgres@postgres:{POSTGRES_PORT}/postgres",
+                    "DATABASE_URL": (
+                        f"postgresql://postgres@postgres-proxy:{POSTGRES_PORT}/postgres"
+                    ),
                     "COORDINATOR_STRATEGY": spec.strategy,
                 },
                 port=COORDINATOR_PORT,
@@ -293,11 +310,13 @@ class DockerCluster:
 
         probe(ready, deadline_s, "postgres", self.abort)
 
-    def wait_proxy_ready(self, deadline_s: float = READY_DEADLINE_S) -> None:
+    def wait_proxy_ready(
+        self, name: str = "redis-proxy", deadline_s: float = READY_DEADLINE_S
+    ) -> None:
         probe(
-            lambda: http_json(self.url("redis-proxy") + "/health")[0] == 200,
+            lambda: http_json(self.url(name) + "/health")[0] == 200,
             deadline_s,
-            "redis-proxy",
+            name,
             self.abort,
         )
 
