@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,35 +64,49 @@ def check_debootstrap() -> CheckResult:
     )
 
 
-def _kernel_module_known(name: str) -> bool:
-    """Looks for a kernel module among the loaded and the installed ones."""
-    loaded = Path("/proc/modules")
-    if loaded.exists() and name in loaded.read_text(errors="replace"):
-        return True
-    modules = Path("/lib/modules") / platform.release()
-    return modules.exists() and any(modules.rglob(f"{name}.ko*"))
-
-
 def check_netem() -> CheckResult:
-    if _kernel_module_known("sch_netem"):
-        return CheckResult("kernel: netem", "ok", "tc netem can add latency")
+    from harness.topology.network import netem_available
+
+    if netem_available():
+        return CheckResult(
+            "kernel: netem", "ok", "tc netem can add latency (method: netem)"
+        )
     return CheckResult(
         "kernel: netem",
         "warn",
-        "sch_netem not found for this kernel; latency faults (not built yet) "
-        "will need a TCP proxy instead of tc netem",
+        "tc could not add a netem qdisc (sch_netem missing, or not root); latency "
+        "faults use the TCP proxies instead (method: proxy or auto), and "
+        "method: netem exits with code 2",
+    )
+
+
+def check_statistic_match() -> CheckResult:
+    from harness.topology.network import statistic_match_available
+
+    if statistic_match_available():
+        return CheckResult(
+            "iptables statistic match", "ok", "packet-loss faults can drop at random"
+        )
+    return CheckResult(
+        "iptables statistic match",
+        "warn",
+        "iptables could not add a statistic match rule (xt_statistic missing, or "
+        "not root); packet-loss faults exit with code 2, partitions still work",
     )
 
 
 def check_iptables() -> CheckResult:
     if shutil.which("iptables") and shutil.which("nsenter"):
         return CheckResult(
-            "iptables + nsenter", "ok", "both present; partitions use them"
+            "iptables + nsenter",
+            "ok",
+            "both present; partitions and packet loss use them, as root",
         )
     return CheckResult(
         "iptables + nsenter",
         "warn",
-        "missing; partitions need them: apt-get install iptables util-linux",
+        "missing; partition and packet-loss faults need them: apt-get install "
+        "iptables util-linux",
     )
 
 
@@ -137,6 +150,7 @@ def run_checks() -> list[CheckResult]:
         check_images(),
         check_debootstrap(),
         check_iptables(),
+        check_statistic_match(),
         check_netem(),
         check_freezer(),
         check_root(),
