@@ -50,10 +50,9 @@ def check(history: History, final_state: dict[str, Any] | None) -> Verdict:
     for position, entry in enumerate(completions):
         batch_id = entry.get("batch_id") if isinstance(entry, dict) else None
         if not isinstance(batch_id, str):
-            _fact(
-                findings,
+            findings.fact_violation(
                 f"the batch_ready entry at position {position} has no batch_id: "
-                f"{entry!r}",
+                f"{entry!r}"
             )
             continue
         entries[batch_id].append(entry)
@@ -85,26 +84,31 @@ def _check_batch(
 ) -> None:
     batch_id = state.batch_id
     if state.completed != state.full:
-        _fact(
-            findings,
+        findings.fact_violation(
             f"batch {batch_id} reports completed={str(state.completed).lower()} "
             f"with {state.fill_summary()}",
+            batch_id=batch_id,
         )
 
     if not state.full:
         if entries:
-            _fact(
-                findings,
+            findings.fact_violation(
                 f"batch {batch_id} is not full "
                 f"({state.fill_summary()}) but got "
                 f"{plural(len(entries), 'batch_ready entry', 'batch_ready entries')}",
+                batch_id=batch_id,
             )
         return
     if not entries:
-        _fact(findings, f"batch {batch_id} is full but got no batch_ready entry")
+        findings.fact_violation(
+            f"batch {batch_id} is full but got no batch_ready entry", batch_id=batch_id
+        )
         return
     if len(entries) > 1:
-        _fact(findings, f"batch {batch_id} got {len(entries)} batch_ready entries")
+        findings.fact_violation(
+            f"batch {batch_id} got {len(entries)} batch_ready entries",
+            batch_id=batch_id,
+        )
 
     for number, entry in enumerate(entries, start=1):
         for field, in_batch in (
@@ -113,26 +117,26 @@ def _check_batch(
         ):
             listed = entry.get(field)
             if not isinstance(listed, dict):
-                _fact(
-                    findings,
+                findings.fact_violation(
                     f"the batch_ready entry {number} of batch {batch_id} has "
                     f"{field}={listed!r}, expected a JSON object",
+                    batch_id=batch_id,
                 )
                 continue
             differences = mapping_differences(listed, in_batch)
             if differences:
                 slot_id, in_entry, in_state = differences[0]
-                _fact(
-                    findings,
+                holders = [h for h in (in_entry, in_state) if h is not None]
+                findings.fact_violation(
                     f"the batch_ready entry {number} of batch {batch_id} differs "
                     f"from the final {field} in {plural(len(differences), 'slot')}, "
                     f"e.g. slot {slot_id} holds {_holder(in_entry)} in the entry "
                     f"and {_holder(in_state)} in the batch",
+                    batch_id=batch_id,
+                    slot_ids=[slot_id],
+                    contents=holders if field == "assignments" else [],
+                    failure_ids=holders if field == "failures" else [],
                 )
-
-
-def _fact(findings: Findings, fact: str) -> None:
-    findings.violation(fact, [{"fact": fact}])
 
 
 def _holder(item_id: str | None) -> str:

@@ -13,6 +13,8 @@ from harness.history import History
 MAX_EVIDENCE = 8
 # Reasons quote at most this many violations and count the rest.
 MAX_QUOTED_VIOLATIONS = 5
+# A fact names at most this many ids per field, and its sentence counts them all.
+MAX_FACT_IDS = 10
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,18 @@ class Findings:
         index: int | None = None,
     ) -> None:
         self.violations.append(Violation(sentence, tuple(evidence), index))
+
+    def fact_violation(
+        self,
+        sentence: str,
+        batch_id: str | None = None,
+        slot_ids: Iterable[str] = (),
+        contents: Iterable[str] = (),
+        failure_ids: Iterable[str] = (),
+    ) -> None:
+        """Record a violation that only the final state shows, with its ids."""
+        evidence = fact_evidence(sentence, batch_id, slot_ids, contents, failure_ids)
+        self.violation(sentence, [evidence])
 
     def unknown(self, sentence: str) -> None:
         self.unknowns.append(sentence)
@@ -86,6 +100,36 @@ class Findings:
             status="valid",
             reason=_sentences([valid_reason, *notes]),
         )
+
+
+def fact_evidence(
+    sentence: str,
+    batch_id: str | None = None,
+    slot_ids: Iterable[str] = (),
+    contents: Iterable[str] = (),
+    failure_ids: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Build the evidence item of a final-state fact: its sentence and its ids.
+
+    The ids take the field names of history operations, so a reader can find
+    the operations that name them: ``slot_id``, ``text_storage_id`` and
+    ``failure_id`` for one id, and the lists ``slot_ids``, ``text_storage_ids``
+    and ``failure_ids`` for several. A field with no id is left out.
+    """
+    item: dict[str, Any] = {"fact": sentence}
+    if batch_id is not None:
+        item["batch_id"] = batch_id
+    for name, ids in (
+        ("slot_id", slot_ids),
+        ("text_storage_id", contents),
+        ("failure_id", failure_ids),
+    ):
+        distinct = list(dict.fromkeys(ids))[:MAX_FACT_IDS]
+        if len(distinct) == 1:
+            item[name] = distinct[0]
+        elif distinct:
+            item[name + "s"] = distinct
+    return item
 
 
 def volatile_restart_index(history: History) -> int | None:

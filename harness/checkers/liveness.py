@@ -108,7 +108,7 @@ def _check_reached(
             f"{plural(len(items) - contents, 'failure id')} were sent for its "
             f"{capacity} slots"
         )
-        findings.violation(fact, [{"fact": fact}])
+        findings.fact_violation(fact, batch_id=batch_id)
     if missing:
         findings.unknown(
             f"completion was not checked for {batch_list(missing)}, absent from "

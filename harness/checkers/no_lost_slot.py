@@ -16,7 +16,13 @@ from harness.checkers.batches import (
     final_batches,
     registered_slots,
 )
-from harness.checkers.findings import Findings, batch_list, plural, slot_list
+from harness.checkers.findings import (
+    Findings,
+    batch_list,
+    fact_evidence,
+    plural,
+    slot_list,
+)
 from harness.checkers.replies import ReplyIndex
 from harness.checkers.verdict import Verdict
 from harness.history import History
@@ -80,43 +86,48 @@ def _check_conservation(
     batch_id = state.batch_id
     for slot_id, where in places.items():
         if len(where) > 1:
-            _fact(
-                findings,
+            findings.fact_violation(
                 f"slot {slot_id} of batch {batch_id} is counted more than once: "
                 + _describe_places(where),
+                batch_id=batch_id,
+                slot_ids=[slot_id],
+                contents=_present(state.assignments.get(slot_id)),
+                failure_ids=_present(state.failures.get(slot_id)),
             )
 
     if registered is None:
         # Without the registration only the count can be checked.
         counted = len(state.available) + len(state.assignments) + len(state.failures)
         if counted != state.capacity:
-            _fact(
-                findings,
+            findings.fact_violation(
                 f"batch {batch_id} has capacity {state.capacity} but its available, "
                 f"assigned and failed slots count {counted}",
+                batch_id=batch_id,
             )
         return
 
     if state.capacity != len(registered):
-        _fact(
-            findings,
+        findings.fact_violation(
             f"batch {batch_id} reports capacity {state.capacity} but was "
             f"registered with {len(registered)} slots",
+            batch_id=batch_id,
         )
     lost = [slot_id for slot_id in registered if slot_id not in places]
     if lost:
-        _fact(
-            findings,
+        findings.fact_violation(
             f"batch {batch_id} lost {slot_list(lost)}: the final state shows "
             f"{'it' if len(lost) == 1 else 'them'} neither available, assigned "
             "nor failed",
+            batch_id=batch_id,
+            slot_ids=lost,
         )
     unregistered = [slot_id for slot_id in places if slot_id not in registered]
     if unregistered:
-        _fact(
-            findings,
+        findings.fact_violation(
             f"batch {batch_id} holds unregistered {slot_list(unregistered)} in "
             "the final state",
+            batch_id=batch_id,
+            slot_ids=unregistered,
         )
 
 
@@ -132,7 +143,14 @@ def _check_acknowledged(
             f"{reply.slot_id}, but in the final state that slot is "
             f"{state.place_of(reply.slot_id)}"
         )
-        findings.violation(fact, [reply.op.to_json(), {"fact": fact}])
+        evidence = fact_evidence(
+            fact,
+            batch_id=state.batch_id,
+            slot_ids=[reply.slot_id],
+            contents=[reply.item.id] if reply.item.kind == "content" else [],
+            failure_ids=[reply.item.id] if reply.item.kind == "failure" else [],
+        )
+        findings.violation(fact, [reply.op.to_json(), evidence])
 
 
 def _describe_places(places: list[str]) -> str:
@@ -143,5 +161,5 @@ def _describe_places(places: list[str]) -> str:
     )
 
 
-def _fact(findings: Findings, fact: str) -> None:
-    findings.violation(fact, [{"fact": fact}])
+def _present(item_id: str | None) -> list[str]:
+    return [] if item_id is None else [item_id]

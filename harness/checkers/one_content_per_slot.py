@@ -42,4 +42,10 @@ def _check_final_state(findings: Findings, state: BatchState) -> None:
             f"assigned to content {state.assignments[slot_id]} and taken by "
             f"failure {state.failures[slot_id]}"
         )
-        findings.violation(fact, [{"fact": fact}])
+        findings.fact_violation(
+            fact,
+            batch_id=state.batch_id,
+            slot_ids=[slot_id],
+            contents=[state.assignments[slot_id]],
+            failure_ids=[state.failures[slot_id]],
+        )

@@ -46,4 +46,10 @@ def _check_final_state(findings: Findings, state: BatchState) -> None:
                 f"the final state holds {kind} {item_id} of batch {state.batch_id} "
                 f"in slots {id_list(slots, limit=len(slots))}"
             )
-            findings.violation(fact, [{"fact": fact}])
+            findings.fact_violation(
+                fact,
+                batch_id=state.batch_id,
+                slot_ids=slots,
+                contents=[item_id] if kind == "content" else [],
+                failure_ids=[item_id] if kind == "failure" else [],
+            )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.checkers.batches import batch_ids, final_batches, mapping_differences
-from harness.checkers.findings import Findings, batch_list, plural
+from harness.checkers.findings import Findings, batch_list, fact_evidence, plural
 from harness.checkers.verdict import Verdict
 from harness.history import History
 
@@ -56,14 +56,19 @@ def check(history: History, final_state: dict[str, Any] | None) -> Verdict:
         if not differences:
             continue
         facts = [
-            f"slot {slot_id} of batch {batch_id} holds {_holder(in_get)} in GET "
-            f"/batches/{batch_id} but {_holder(in_rows)} in the Postgres rows"
+            fact_evidence(
+                f"slot {slot_id} of batch {batch_id} holds {_holder(in_get)} in GET "
+                f"/batches/{batch_id} but {_holder(in_rows)} in the Postgres rows",
+                batch_id=batch_id,
+                slot_ids=[slot_id],
+                contents=[c for c in (in_get, in_rows) if c is not None],
+            )
             for slot_id, in_get, in_rows in differences[:MAX_SLOTS_PER_BATCH]
         ]
         findings.violation(
             f"batch {batch_id} differs between the stores in "
-            f"{plural(len(differences), 'slot')}, e.g. {facts[0]}",
-            [{"fact": fact} for fact in facts],
+            f"{plural(len(differences), 'slot')}, e.g. {facts[0]['fact']}",
+            facts,
         )
     if missing:
         findings.unknown(

@@ -17,13 +17,15 @@ OPEN = batch_state("b-2", ["s-2"], {"s-1": "c-5"})
 ENTRY = {"batch_id": "b-1", "assignments": {"s-1": "c-1"}, "failures": {"s-2": "f-1"}}
 
 
-def fact_verdict(*facts: str) -> Verdict:
+def fact_verdict(*evidence: dict) -> Verdict:
+    """Return the invalid verdict whose reason quotes each fact of the evidence."""
+    facts = [item["fact"] for item in evidence]
     return Verdict(
         invariant=INVARIANT,
         status="invalid",
         reason=" ".join(fact[0].upper() + fact[1:] + "." for fact in facts),
         cause="coordinator",
-        evidence=[{"fact": fact} for fact in facts],
+        evidence=list(evidence),
     )
 
 
@@ -47,7 +49,9 @@ def test_full_batch_without_entry_invalid():
 
     verdict = completion_exactly_once.check(two_batches().build(), state)
 
-    assert verdict == fact_verdict("batch b-1 is full but got no batch_ready entry")
+    assert verdict == fact_verdict(
+        {"fact": "batch b-1 is full but got no batch_ready entry", "batch_id": "b-1"}
+    )
 
 
 def test_two_entries_invalid():
@@ -55,7 +59,9 @@ def test_two_entries_invalid():
 
     verdict = completion_exactly_once.check(two_batches().build(), state)
 
-    assert verdict == fact_verdict("batch b-1 got 2 batch_ready entries")
+    assert verdict == fact_verdict(
+        {"fact": "batch b-1 got 2 batch_ready entries", "batch_id": "b-1"}
+    )
 
 
 def test_entry_for_open_batch_invalid():
@@ -65,8 +71,11 @@ def test_entry_for_open_batch_invalid():
     verdict = completion_exactly_once.check(two_batches().build(), state)
 
     assert verdict == fact_verdict(
-        "batch b-2 is not full (1 assigned + 0 failed of 2, 1 available) but got "
-        "1 batch_ready entry"
+        {
+            "fact": "batch b-2 is not full (1 assigned + 0 failed of 2, 1 "
+            "available) but got 1 batch_ready entry",
+            "batch_id": "b-2",
+        }
     )
 
 
@@ -77,10 +86,22 @@ def test_entry_with_other_assignments_invalid():
     verdict = completion_exactly_once.check(two_batches().build(), state)
 
     assert verdict == fact_verdict(
-        "the batch_ready entry 1 of batch b-1 differs from the final assignments in "
-        "1 slot, e.g. slot s-1 holds c-9 in the entry and c-1 in the batch",
-        "the batch_ready entry 1 of batch b-1 differs from the final failures in "
-        "1 slot, e.g. slot s-2 holds nothing in the entry and f-1 in the batch",
+        {
+            "fact": "the batch_ready entry 1 of batch b-1 differs from the final "
+            "assignments in 1 slot, e.g. slot s-1 holds c-9 in the entry and c-1 "
+            "in the batch",
+            "batch_id": "b-1",
+            "slot_id": "s-1",
+            "text_storage_ids": ["c-9", "c-1"],
+        },
+        {
+            "fact": "the batch_ready entry 1 of batch b-1 differs from the final "
+            "failures in 1 slot, e.g. slot s-2 holds nothing in the entry and f-1 "
+            "in the batch",
+            "batch_id": "b-1",
+            "slot_id": "s-2",
+            "failure_id": "f-1",
+        },
     )
 
 
@@ -91,7 +112,11 @@ def test_completed_flag_disagreeing_invalid():
     verdict = completion_exactly_once.check(two_batches().build(), state)
 
     assert verdict == fact_verdict(
-        "batch b-2 reports completed=true with 1 assigned + 0 failed of 2, 1 available"
+        {
+            "fact": "batch b-2 reports completed=true with 1 assigned + 0 failed of "
+            "2, 1 available",
+            "batch_id": "b-2",
+        }
     )
 
 
@@ -101,7 +126,10 @@ def test_entry_without_batch_id_invalid():
     verdict = completion_exactly_once.check(two_batches().build(), state)
 
     assert verdict == fact_verdict(
-        "the batch_ready entry at position 1 has no batch_id: {'assignments': {}}"
+        {
+            "fact": "the batch_ready entry at position 1 has no batch_id: "
+            "{'assignments': {}}"
+        }
     )
 
 

@@ -46,7 +46,7 @@ def test_reached_batch_incomplete_invalid():
         status="invalid",
         reason=fact[0].upper() + fact[1:] + ".",
         cause="coordinator",
-        evidence=[{"fact": fact}],
+        evidence=[{"fact": fact, "batch_id": "b-1"}],
     )
 
 
@@ -94,7 +94,7 @@ def test_unknown_outcome_counts_toward_reached():
             "event, including 1 operation with an unknown outcome (info)."
         ),
         cause="coordinator",
-        evidence=[{"fact": fact}],
+        evidence=[{"fact": fact, "batch_id": "b-1"}],
     )
 
 

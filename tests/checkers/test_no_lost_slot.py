@@ -13,13 +13,15 @@ def registered_history() -> HistoryBuilder:
     return h
 
 
-def fact_verdict(*facts: str, evidence: list | None = None) -> Verdict:
+def fact_verdict(*evidence: dict) -> Verdict:
+    """Return the invalid verdict whose reason quotes each fact of the evidence."""
+    facts = [item["fact"] for item in evidence if "fact" in item]
     return Verdict(
         invariant=INVARIANT,
         status="invalid",
         reason=" ".join(fact[0].upper() + fact[1:] + "." for fact in facts),
         cause="coordinator",
-        evidence=evidence if evidence is not None else [{"fact": f} for f in facts],
+        evidence=list(evidence),
     )
 
 
@@ -50,8 +52,12 @@ def test_missing_slot_invalid():
     verdict = no_lost_slot.check(h.build(), state)
 
     assert verdict == fact_verdict(
-        "batch b-1 lost slot s-3: the final state shows it neither available, "
-        "assigned nor failed"
+        {
+            "fact": "batch b-1 lost slot s-3: the final state shows it neither "
+            "available, assigned nor failed",
+            "batch_id": "b-1",
+            "slot_id": "s-3",
+        }
     )
 
 
@@ -62,8 +68,30 @@ def test_two_missing_slots_named_together():
     verdict = no_lost_slot.check(h.build(), state)
 
     assert verdict == fact_verdict(
-        "batch b-1 lost slots s-2 and s-3: the final state shows them neither "
-        "available, assigned nor failed"
+        {
+            "fact": "batch b-1 lost slots s-2 and s-3: the final state shows them "
+            "neither available, assigned nor failed",
+            "batch_id": "b-1",
+            "slot_ids": ["s-2", "s-3"],
+        }
+    )
+
+
+def test_many_lost_slots_name_ten():
+    h = HistoryBuilder()
+    slots = [f"s-{n}" for n in range(1, 13)]
+    h.register("b-1", slots)
+    state = final_state(batch_state("b-1", capacity=12))
+
+    verdict = no_lost_slot.check(h.build(), state)
+
+    assert verdict == fact_verdict(
+        {
+            "fact": "batch b-1 lost slots s-1, s-2, s-3, s-4, s-5 and 7 more: the "
+            "final state shows them neither available, assigned nor failed",
+            "batch_id": "b-1",
+            "slot_ids": slots[:10],
+        }
     )
 
 
@@ -74,9 +102,17 @@ def test_slot_available_and_assigned_invalid():
     verdict = no_lost_slot.check(h.build(), state)
 
     assert verdict == fact_verdict(
-        "slot s-1 of batch b-1 is counted more than once: available and assigned "
-        "to content c-1",
-        "batch b-1 reports capacity 4 but was registered with 3 slots",
+        {
+            "fact": "slot s-1 of batch b-1 is counted more than once: available "
+            "and assigned to content c-1",
+            "batch_id": "b-1",
+            "slot_id": "s-1",
+            "text_storage_id": "c-1",
+        },
+        {
+            "fact": "batch b-1 reports capacity 4 but was registered with 3 slots",
+            "batch_id": "b-1",
+        },
     )
 
 
@@ -87,7 +123,12 @@ def test_slot_listed_twice_as_available_invalid():
     verdict = no_lost_slot.check(h.build(), state)
 
     assert verdict == fact_verdict(
-        "slot s-1 of batch b-1 is counted more than once: available 2 times"
+        {
+            "fact": "slot s-1 of batch b-1 is counted more than once: available 2 "
+            "times",
+            "batch_id": "b-1",
+            "slot_id": "s-1",
+        }
     )
 
 
@@ -98,7 +139,11 @@ def test_unregistered_slot_invalid():
     verdict = no_lost_slot.check(h.build(), state)
 
     assert verdict == fact_verdict(
-        "batch b-1 holds unregistered slot s-9 in the final state"
+        {
+            "fact": "batch b-1 holds unregistered slot s-9 in the final state",
+            "batch_id": "b-1",
+            "slot_id": "s-9",
+        }
     )
 
 
@@ -109,11 +154,14 @@ def test_acknowledged_content_missing_invalid():
 
     verdict = no_lost_slot.check(h.build(), state)
 
-    fact = (
-        "content c-1 of batch b-1 was acknowledged with slot s-1, but in the final "
-        "state that slot is available"
-    )
-    assert verdict == fact_verdict(fact, evidence=[reply.to_json(), {"fact": fact}])
+    fact = {
+        "fact": "content c-1 of batch b-1 was acknowledged with slot s-1, but in "
+        "the final state that slot is available",
+        "batch_id": "b-1",
+        "slot_id": "s-1",
+        "text_storage_id": "c-1",
+    }
+    assert verdict == fact_verdict(reply.to_json(), fact)
 
 
 def test_acknowledged_failure_replaced_invalid():
@@ -123,11 +171,14 @@ def test_acknowledged_failure_replaced_invalid():
 
     verdict = no_lost_slot.check(h.build(), state)
 
-    fact = (
-        "failure f-1 of batch b-1 was acknowledged with slot s-2, but in the final "
-        "state that slot is assigned to content c-4"
-    )
-    assert verdict == fact_verdict(fact, evidence=[reply.to_json(), {"fact": fact}])
+    fact = {
+        "fact": "failure f-1 of batch b-1 was acknowledged with slot s-2, but in "
+        "the final state that slot is assigned to content c-4",
+        "batch_id": "b-1",
+        "slot_id": "s-2",
+        "failure_id": "f-1",
+    }
+    assert verdict == fact_verdict(reply.to_json(), fact)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +247,11 @@ def test_unregistered_batch_checked_by_count():
     verdict = no_lost_slot.check(h.build(), state)
 
     assert verdict == fact_verdict(
-        "batch b-1 has capacity 3 but its available, assigned and failed slots count 2"
+        {
+            "fact": "batch b-1 has capacity 3 but its available, assigned and "
+            "failed slots count 2",
+            "batch_id": "b-1",
+        }
     )
 
 
@@ -224,5 +279,13 @@ def test_volatile_restart_loss_blames_environment():
             "environment lost the data."
         ),
         cause="environment",
-        evidence=[reply.to_json(), {"fact": fact}],
+        evidence=[
+            reply.to_json(),
+            {
+                "fact": fact,
+                "batch_id": "b-1",
+                "slot_id": "s-1",
+                "text_storage_id": "c-1",
+            },
+        ],
     )

@@ -93,7 +93,15 @@ def test_slot_assigned_and_failed_in_final_state_invalid():
         status="invalid",
         reason=fact[0].upper() + fact[1:] + ".",
         cause="coordinator",
-        evidence=[{"fact": fact}],
+        evidence=[
+            {
+                "fact": fact,
+                "batch_id": "b-1",
+                "slot_id": "s-1",
+                "text_storage_id": "c-1",
+                "failure_id": "f-1",
+            }
+        ],
     )
 
 

@@ -100,7 +100,16 @@ def test_failure_id_given_two_slots_invalid():
             "failure f-1 of batch b-1 in slots s-1 and s-2."
         ),
         cause="coordinator",
-        evidence=[first.to_json(), second.to_json(), {"fact": fact}],
+        evidence=[
+            first.to_json(),
+            second.to_json(),
+            {
+                "fact": fact,
+                "batch_id": "b-1",
+                "slot_ids": ["s-1", "s-2"],
+                "failure_id": "f-1",
+            },
+        ],
     )
 
 
@@ -118,7 +127,14 @@ def test_final_state_two_slots_invalid():
         status="invalid",
         reason="The final state holds content c-1 of batch b-1 in slots s-1 and s-2.",
         cause="coordinator",
-        evidence=[{"fact": fact}],
+        evidence=[
+            {
+                "fact": fact,
+                "batch_id": "b-1",
+                "slot_ids": ["s-1", "s-2"],
+                "text_storage_id": "c-1",
+            }
+        ],
     )
 
 

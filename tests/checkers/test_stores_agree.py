@@ -41,7 +41,20 @@ def test_different_rows_invalid():
         status="invalid",
         reason=f"Batch b-1 differs between the stores in 2 slots, e.g. {facts[0]}.",
         cause="coordinator",
-        evidence=[{"fact": fact} for fact in facts],
+        evidence=[
+            {
+                "fact": facts[0],
+                "batch_id": "b-1",
+                "slot_id": "s-2",
+                "text_storage_ids": ["c-2", "c-7"],
+            },
+            {
+                "fact": facts[1],
+                "batch_id": "b-1",
+                "slot_id": "s-3",
+                "text_storage_id": "c-3",
+            },
+        ],
     )
 
 
