@@ -34,6 +34,7 @@ from harness.final_state import read_batches, read_completions, read_store_rows
 from harness.history import HistoryWriter, Operation, load_history
 from harness.metrics import HarnessMetrics
 from harness.nemesis import FaultContext, preflight, start_faults
+from harness.report.counterexample import attach_counterexamples
 from harness.report.results import (
     EXIT_INTERRUPTED,
     exit_code_for,
@@ -343,7 +344,8 @@ def check_run_dir(run_dir: Path) -> tuple[list[Verdict], dict[str, Any]]:
     """Checks a saved run folder; the final state may be missing."""
     history = load_history(run_dir / "history.jsonl")
     final_state = load_final_state(run_dir / "final_state.json")
-    return check_all(history, final_state), history.header
+    verdicts = attach_counterexamples(history, check_all(history, final_state))
+    return verdicts, history.header
 
 
 def versions(runtime_image: str, coordinator_image: str | None) -> dict[str, Any]:

@@ -13,10 +13,15 @@ Cause = Literal["coordinator", "environment"]
 class Verdict:
     """The outcome of checking one invariant over a run.
 
-    ``evidence`` contains the few operations (or final-state facts) that show an
-    invalid verdict, never the whole history. ``cause`` is set on invalid
-    verdicts only: ``environment`` when a fault destroyed data the scenario
-    declared volatile, else ``coordinator``.
+    ``evidence`` contains the few operations (``Operation.to_json()``) and
+    final-state facts that show an invalid verdict, never the whole history. A
+    fact is ``{"fact": sentence}`` plus the ids it names: ``batch_id``, and
+    ``slot_id``, ``text_storage_id`` or ``failure_id`` (lists under the plural
+    names when there are several). ``cause`` is set on invalid verdicts only:
+    ``environment`` when a fault destroyed data the scenario declared volatile,
+    else ``coordinator``. ``counterexample`` is set by the report after the
+    checks, on invalid verdicts only: the JSON of
+    ``harness.report.counterexample.Counterexample``.
     """
 
     invariant: str
@@ -24,6 +29,7 @@ class Verdict:
     reason: str
     cause: Cause | None = None
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    counterexample: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
