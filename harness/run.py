@@ -118,6 +118,10 @@ class Run:
         self.metrics = HarnessMetrics()
         self.online = OnlineChecker()
         self.online_reported = 0
+        # Seconds from the run's start to the first violation the online
+        # checks saw: how soon a bug shows, for the zoo's time to detection.
+        self.first_violation_s: float | None = None
+        self.started = time.monotonic()
         self.phases: dict[str, float] = {}
         self.fault_counts: dict[str, int] = {}
         self.history = HistoryWriter(
@@ -134,6 +138,8 @@ class Run:
     def on_completion(self, op: Operation, latency_ms: float) -> None:
         self.metrics.observe(op, latency_ms)
         for message in self.online.observe(op):
+            if self.first_violation_s is None:
+                self.first_violation_s = time.monotonic() - self.started
             invariant = message.split(":", 1)[0]
             self.metrics.violations.labels(invariant).inc()
             if self.online_reported < 5:
@@ -299,6 +305,10 @@ class Run:
         return final_state
 
 
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 2)
+
+
 async def start_cluster(cluster: DockerCluster, console: Console) -> None:
     """Starts the cluster in a thread; on cancellation, stops it starting more.
 
@@ -429,6 +439,7 @@ async def execute_run(
         results["phases"] = {"cluster_up_s": round(time.monotonic() - started, 2)}
 
         run = Run(scenario, run_dir, run_id, cluster, console, results["versions"])
+        run.started = started
         outcome = await run.execute()
         run.history.close()
 
@@ -446,6 +457,8 @@ async def execute_run(
             redelivery_unhandled=outcome["redelivery_unhandled"],
             faults=run.fault_counts,
             online_violations=dict(run.online.violations),
+            first_online_violation_s=_rounded(run.first_violation_s),
+            verdicts_known_s=round(time.monotonic() - started, 2),
             expect={**expect, "met": met, "misses": misses},
             exit_code=exit_code,
         )

@@ -135,17 +135,18 @@ def fact_evidence(
 def volatile_restart_index(history: History) -> int | None:
     """Return the index of the first Redis restart that lost data by design.
 
-    That is a ``redis-restart`` fault starting in a scenario that runs Redis
-    without persistence, so the restart empties it. Otherwise return None.
+    That is a ``redis-restart`` fault that deleted Redis's files (its window
+    says ``data_lost``), or any restart in a scenario that runs Redis without
+    persistence, so the restart empties it. Otherwise return None.
     """
     scenario = history.header.get("scenario") or {}
-    if scenario.get("redis_persistence") != "volatile":
-        return None
+    volatile = scenario.get("redis_persistence") == "volatile"
     for op in history.operations:
         if (
             op.type == "nemesis"
             and op.f == "redis-restart"
             and op.value.get("phase") == "start"
+            and (volatile or op.value.get("data_lost") is True)
         ):
             return op.index
     return None

@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.checkers.findings import Findings, plural
 from harness.checkers.verdict import Verdict
-from harness.checkers.windows import FaultWindow, fault_windows
+from harness.checkers.windows import fault_windows
 from harness.faults import BLOCKING_KINDS
 from harness.history import History, Operation
 
@@ -35,7 +35,12 @@ def check(history: History, final_state: dict[str, Any] | None) -> Verdict:
     The final state is not needed: the replies alone show a hang.
     """
     findings = Findings(INVARIANT, history)
-    blocking = [w for w in fault_windows(history) if w.kind in BLOCKING_KINDS]
+    history_end_ns = max((op.time_ns for op in history.operations), default=0)
+    blocking = [
+        window.span_ns(history_end_ns)
+        for window in fault_windows(history)
+        if window.f in BLOCKING_KINDS
+    ]
     timeouts = 0
     excused = 0
     unfinished = 0
@@ -72,11 +77,12 @@ def check(history: History, final_state: dict[str, Any] | None) -> Verdict:
 
 
 def _excuse(
-    windows: list[FaultWindow], invoke: Operation, completion: Operation
-) -> FaultWindow | None:
-    for window in windows:
-        if window.overlaps(invoke.time_ns, completion.time_ns, GRACE_NS):
-            return window
+    windows: list[tuple[int, int]], invoke: Operation, completion: Operation
+) -> tuple[int, int] | None:
+    """Returns a blocking window the request overlapped, grace included, if any."""
+    for start_ns, end_ns in windows:
+        if completion.time_ns >= start_ns and invoke.time_ns <= end_ns + GRACE_NS:
+            return start_ns, end_ns
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,53 +11,105 @@ from harness.history import History
 
 
 @dataclass(frozen=True)
-class FaultWindow:
-    """One occurrence of a fault; ``end_ns`` is None if the history has no end line.
+class WindowPhase:
+    """The history line that starts or ends a fault window."""
 
-    A missing end means the harness stopped while the fault was in effect, so
-    the window lasts to the end of the history.
+    index: int
+    time_ns: int
+    # The line's value without ``phase`` and ``targets``, e.g. a kill's method.
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "time_ns": self.time_ns, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    """A fault in effect from ``start`` to ``end``, as its nemesis lines record it.
+
+    ``start`` is None for an end line with no start before it, and ``end`` is
+    None for a fault that never ended in the history (a run cut short). A
+    nemesis line whose phase is neither ``start`` nor ``end`` is a window of
+    one instant, with the same line as start and end.
     """
 
-    kind: str
+    f: str
     targets: tuple[str, ...]
-    start_ns: int
-    end_ns: int | None
-    start_index: int
-    value: dict[str, Any]
+    start: WindowPhase | None
+    end: WindowPhase | None
 
-    def overlaps(self, start_ns: int, end_ns: int, grace_ns: int = 0) -> bool:
-        """Whether [start_ns, end_ns] meets this window extended by ``grace_ns``."""
-        if end_ns < self.start_ns:
-            return False
-        return self.end_ns is None or start_ns <= self.end_ns + grace_ns
+    def span_ns(self, history_end_ns: int) -> tuple[int, int]:
+        """Return the window's first and last nanosecond, open ends filled in."""
+        start = self.start.time_ns if self.start is not None else 0
+        end = self.end.time_ns if self.end is not None else history_end_ns
+        return start, end
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "f": self.f,
+            "targets": list(self.targets),
+            "start": self.start.to_json() if self.start is not None else None,
+            "end": self.end.to_json() if self.end is not None else None,
+        }
 
 
 def fault_windows(history: History) -> list[FaultWindow]:
-    """Pairs each fault's start line with its end line, in order of start."""
-    open_windows: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+    """Pair the nemesis lines of a history into fault windows, by first line.
+
+    An end line closes the oldest open window of the same fault kind and
+    targets, or else the oldest open window of the same kind, because a fault
+    may record its targets on one phase only.
+    """
     windows: list[FaultWindow] = []
+    # Each open window with its position in ``windows``.
+    open_windows: list[tuple[int, FaultWindow]] = []
     for op in history.operations:
         if op.type != "nemesis":
             continue
-        targets = tuple(str(t) for t in op.value.get("targets") or ())
-        key = (op.f, targets)
-        if op.value.get("phase") == "start":
-            open_windows.setdefault(key, []).append(op)
-        elif op.value.get("phase") == "end" and open_windows.get(key):
-            start = open_windows[key].pop(0)
-            windows.append(_window(start, targets, op.time_ns))
-    for (_, targets), starts in open_windows.items():
-        windows.extend(_window(start, targets, None) for start in starts)
-    return sorted(windows, key=lambda window: window.start_ns)
+        phase_name = op.value.get("phase")
+        targets = _targets(op.value.get("targets"))
+        detail = {
+            key: value
+            for key, value in op.value.items()
+            if key not in ("phase", "targets")
+        }
+        phase = WindowPhase(op.index, op.time_ns, detail)
+        if phase_name == "start":
+            open_windows.append((len(windows), FaultWindow(op.f, targets, phase, None)))
+            windows.append(open_windows[-1][1])
+        elif phase_name == "end":
+            position = _open_window_position(open_windows, op.f, targets)
+            if position is None:
+                windows.append(FaultWindow(op.f, targets, None, phase))
+                continue
+            window_position, started = open_windows.pop(position)
+            windows[window_position] = dataclasses.replace(
+                started, targets=started.targets or targets, end=phase
+            )
+        else:
+            windows.append(FaultWindow(op.f, targets, phase, phase))
+    return windows
 
 
-def _window(start, targets: tuple[str, ...], end_ns: int | None) -> FaultWindow:
-    value = {k: v for k, v in start.value.items() if k not in ("phase", "targets")}
-    return FaultWindow(
-        kind=start.f,
-        targets=targets,
-        start_ns=start.time_ns,
-        end_ns=end_ns,
-        start_index=start.index,
-        value=value,
-    )
+def _targets(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, list | tuple):
+        return tuple(str(target) for target in raw)
+    return (str(raw),)
+
+
+def _open_window_position(
+    open_windows: Sequence[tuple[int, FaultWindow]], f: str, targets: tuple[str, ...]
+) -> int | None:
+    same_kind = [
+        position
+        for position, (_window_position, window) in enumerate(open_windows)
+        if window.f == f
+    ]
+    for position in same_kind:
+        if open_windows[position][1].targets == targets:
+            return position
+    return same_kind[0] if same_kind else None
