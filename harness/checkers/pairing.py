@@ -18,6 +18,8 @@ def check_pairing(
     final_state: dict[str, Any] | None,
     check_final_state: Callable[[Findings, BatchState], None],
     summary: str,
+    check_history: Callable[[Findings, dict[str, BatchState] | None], None]
+    | None = None,
 ) -> Verdict:
     """Checks the ok replies for conflicts, then each batch of the final state.
 
@@ -39,6 +41,8 @@ def check_pairing(
 
     # Final state: each batch read after settling.
     batches = final_batches(final_state)
+    if check_history is not None:
+        check_history(findings, batches)
     if batches is None:
         findings.unknown("the final state is missing, so only the replies were checked")
     else:

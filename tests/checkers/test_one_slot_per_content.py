@@ -237,3 +237,54 @@ def test_torn_lines_are_named_in_reason():
             "slot. History has 1 torn line."
         ),
     )
+
+
+def test_content_refused_while_a_copy_holds_a_slot_invalid():
+    # A unique violation from a copy that committed first, reported as
+    # "no slot": the sender drops a content the batch went on to count.
+    h = HistoryBuilder()
+    h.register("b-1", ["s-1", "s-2"])
+    taken = h.content("b-1", "c-1", "s-1")
+    refused = h.content("b-1", "c-1", outcome="fail")
+    state = final_state(batch_state("b-1", ["s-2"], {"s-1": "c-1"}))
+
+    verdict = one_slot_per_content.check(h.build(), state)
+
+    assert verdict == Verdict(
+        invariant=INVARIANT,
+        status="invalid",
+        reason=(
+            "Content c-1 of batch b-1 was refused as no_slot by i-1 (operation 5) "
+            "but holds slot s-1 in an ok reply (operation 3)."
+        ),
+        cause="coordinator",
+        evidence=[refused.to_json(), taken.to_json()],
+    )
+
+
+def test_refused_content_holding_slot_only_in_final_state_invalid():
+    h = HistoryBuilder()
+    h.register("b-1", ["s-1"])
+    h.content("b-1", "c-1", outcome="info")
+    h.content("b-1", "c-1", outcome="fail")
+    state = final_state(batch_state("b-1", [], {"s-1": "c-1"}))
+
+    verdict = one_slot_per_content.check(h.build(), state)
+
+    assert verdict.status == "invalid"
+    assert verdict.reason.startswith(
+        "Content c-1 of batch b-1 was refused as no_slot by i-1 (operation 5) but "
+        "holds slot s-1 in the final state."
+    )
+
+
+def test_refused_content_of_a_full_batch_valid():
+    h = HistoryBuilder()
+    h.register("b-1", ["s-1"])
+    h.content("b-1", "c-1", "s-1")
+    h.content("b-1", "c-2", outcome="fail")
+    state = final_state(batch_state("b-1", [], {"s-1": "c-1"}))
+
+    verdict = one_slot_per_content.check(h.build(), state)
+
+    assert verdict.status == "valid"
