@@ -61,6 +61,18 @@ async def control(port: int, method: str, path: str, body: Any = None):
             return response.status, await response.json()
 
 
+async def connect_when_ready(dsn: str) -> asyncpg.Connection:
+    """Connect, waiting out a session server that is still starting up."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await asyncpg.connect(dsn)
+        except asyncpg.CannotConnectNowError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def ping_ms(client: aioredis.Redis) -> float:
     started = time.monotonic()
     assert await client.ping() is True
@@ -162,7 +174,7 @@ async def test_relay_passes_redis_unchanged(start_relay, redis_server: Server):
 async def test_relay_delays_postgres_queries(start_relay, postgres_server: Server):
     relay = await start_relay(postgres_server.port)
     dsn = postgres_server.url.replace(f":{postgres_server.port}/", f":{relay.port}/")
-    connection = await asyncpg.connect(dsn)
+    connection = await connect_when_ready(dsn)
     try:
         started = time.monotonic()
         assert await connection.fetchval("SELECT 1") == 1
