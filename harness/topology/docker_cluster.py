@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -419,6 +420,125 @@ class DockerCluster:
 
     def proxy_stats(self) -> dict:
         return http_json(self.url("redis-proxy") + "/stats")[1]
+
+    # --- process and store faults ---------------------------------------------------
+
+    def stop_instance(self, name: str, grace_s: float) -> None:
+        """Stops an instance gracefully: SIGTERM, then SIGKILL after ``grace_s``.
+
+        Returns once the container has exited. Its published port is gone
+        until ``start_instance``, so requests to it are refused.
+        """
+        member = self.members[name]
+        member.host_port = None
+        # The Docker API takes whole seconds; rounding up never cuts the grace.
+        member.docker.stop(timeout=math.ceil(grace_s))
+        self._wait_exited(name)
+
+    def restart_instance(self, name: str, grace_s: float) -> None:
+        """Stops an instance gracefully, starts it and waits for its readiness."""
+        self.stop_instance(name, grace_s)
+        self.start_instance(name)
+
+    def pause_instance(self, name: str) -> None:
+        """Freezes every process of the instance with the cgroup freezer."""
+        self.members[name].docker.pause()
+
+    def unpause_instance(self, name: str) -> None:
+        """Thaws a paused instance, and leaves an instance that is not paused alone."""
+        container = self.members[name].docker
+        container.reload()
+        if container.status == "paused":
+            container.unpause()
+
+    def instance_process_pids(self, name: str) -> list[int]:
+        """Returns the host PIDs of every process in the instance's container."""
+        top = self.members[name].docker.top()
+        column = top["Titles"].index("PID")
+        return [int(row[column]) for row in top["Processes"] or []]
+
+    def signal_processes(self, pids: list[int], signal_number: int) -> list[int]:
+        """Sends a signal to each host PID; returns the PIDs that still existed.
+
+        Signalling by host PID needs root or CAP_KILL; PermissionError
+        propagates, because no Docker API call sends a signal to every process
+        of a container.
+        """
+        signalled = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal_number)
+            except ProcessLookupError:
+                continue
+            signalled.append(pid)
+        return signalled
+
+    def member_address(self, name: str) -> str:
+        """Returns the member's IP address on the run's network."""
+        container = self.members[name].docker
+        container.reload()
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        return networks[self.network.name]["IPAddress"]
+
+    def flush_redis_scripts(self) -> None:
+        """Runs SCRIPT FLUSH, which removes every Lua script from the script cache."""
+        client = redis.Redis.from_url(self.redis_url(), socket_timeout=5)
+        try:
+            client.script_flush()
+        finally:
+            client.close()
+
+    def kill_redis_clients(self) -> int:
+        """Closes every Redis connection of the RESP proxy; returns how many.
+
+        The coordinators reach Redis only through the proxy, which closes a
+        client's connection when Redis closes its upstream one. The harness's
+        own connections, from the host, stay open.
+        """
+        proxy_address = self.member_address("redis-proxy")
+        client = redis.Redis.from_url(self.redis_url(), socket_timeout=5)
+        killed = 0
+        try:
+            for entry in client.client_list():
+                if entry["addr"].rsplit(":", 1)[0] == proxy_address:
+                    killed += client.client_kill_filter(_id=entry["id"])
+        finally:
+            client.close()
+        return killed
+
+    def postgres_query(self, sql: str) -> list[list[str]]:
+        """Runs one statement with psql in the Postgres container; returns its rows."""
+        result = self.members["postgres"].docker.exec_run(
+            ["psql", "-h", "127.0.0.1", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            user="postgres",
+            demux=True,
+        )
+        stdout, stderr = result.output
+        if result.exit_code != 0:
+            raise InfrastructureError(
+                f"psql in the postgres container failed with exit code "
+                f"{result.exit_code} on {sql!r}: {(stderr or b'').decode().strip()}; "
+                "check the container's log"
+            )
+        lines = (stdout or b"").decode().splitlines()
+        return [line.split("|") for line in lines if line]
+
+    def restart_postgres(self) -> None:
+        """Restarts Postgres (fast shutdown, data kept) and waits for pg_isready."""
+        self.members["postgres"].docker.restart(timeout=10)
+        self.wait_postgres_ready()
+
+    def terminate_postgres_backends(self) -> list[int]:
+        """Terminates every client backend but the one that runs the statement.
+
+        Returns the PIDs of the backends terminated: the coordinators' pooled
+        sessions, and any other client's.
+        """
+        rows = self.postgres_query(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        return [int(pid) for pid, terminated in rows if terminated == "t"]
 
     # --- state reset and logs ----------------------------------------------------
 
