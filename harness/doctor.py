@@ -122,12 +122,17 @@ def check_freezer() -> CheckResult:
 
 def check_root() -> CheckResult:
     if os.geteuid() == 0:
-        return CheckResult("root", "ok", "kills can signal container processes by PID")
+        return CheckResult(
+            "root",
+            "ok",
+            "kills and sigstop faults can signal container processes by host PID",
+        )
     return CheckResult(
         "root",
         "warn",
         "not root: kills fall back to the Docker API (about 150 ms late), which "
-        "rarely lands between two store round trips; run as root to aim kills",
+        "rarely lands between two store round trips, and sigstop faults fail "
+        "preflight (use pause instead); run as root to aim kills and stop processes",
     )
 
 
