@@ -268,6 +268,7 @@ class ProxyServer:
             _CLIENT_READ_SIZE,
             lambda: self.latency.delay_s(client_host),
             on_delayed=self._count_delayed,
+            active=lambda: self.latency.applies_to(client_host),
         )
         requests = asyncio.create_task(
             self._forward_requests(stats, delayed_reader, upstream_writer)

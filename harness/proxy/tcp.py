@@ -188,6 +188,7 @@ class TcpRelay:
             _READ_SIZE,
             lambda: self.latency.delay_s(client),
             on_delayed=self._count_delayed,
+            active=lambda: self.latency.applies_to(client),
         )
         requests = asyncio.create_task(_pipe(delayed.read, upstream_writer))
         replies = asyncio.create_task(

@@ -117,3 +117,34 @@ async def test_delayed_reader_holds_each_chunk():
         await delayed.close()
 
     assert waited >= 0.2
+
+
+async def test_delayed_reader_delays_once_rule_appears():
+    reader = asyncio.StreamReader()
+    rule = {"active": False}
+    delayed = DelayedReader(reader, 1024, lambda: 0.2, active=lambda: rule["active"])
+    try:
+        reader.feed_data(b"before")
+        started = time.monotonic()
+        assert await delayed.read() == b"before"
+        undelayed = time.monotonic() - started
+
+        # The rule comes in while the next read already waits for data.
+        waiting = asyncio.create_task(delayed.read())
+        await asyncio.sleep(0.05)
+        rule["active"] = True
+        started = time.monotonic()
+        reader.feed_data(b"during")
+        assert await waiting == b"during"
+        first_delayed = time.monotonic() - started
+
+        started = time.monotonic()
+        reader.feed_data(b"after")
+        assert await delayed.read() == b"after"
+        next_delayed = time.monotonic() - started
+    finally:
+        await delayed.close()
+
+    assert undelayed < 0.1
+    assert first_delayed >= 0.2
+    assert next_delayed >= 0.2
