@@ -230,8 +230,8 @@ async def test_unbounded_retry_spins_while_watch_gives_up(stores, redis_server):
     # One first attempt and WATCH_MAX_RETRIES (50) retries, all aborted.
     assert watch_conflicts == 51.0
     assert pending_after_margin is True
-    # No backoff: far more attempts than watch made in a longer time.
-    assert spin_conflicts > 10 * watch_conflicts
+    # No backoff: several times the attempts watch made, in a little more time.
+    assert spin_conflicts > 3 * watch_conflicts
     assert answered.status == 200
     assert answered.body["created"] is True
     assert read.body["assignments"] == {answered.body["slot_id"]: "c1"}
