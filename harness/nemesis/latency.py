@@ -17,14 +17,13 @@ import random
 from harness.errors import PreflightError
 from harness.faults import LatencyFault
 from harness.nemesis.base import FaultContext
-from harness.nemesis.partition import finish_despite_cancel
+from harness.nemesis.shielded import run_shielded
 from harness.topology.network import (
     LATENCY_PROXY,
     NetemQdisc,
     add_netem_delay,
     clear_proxy_latency,
     is_root,
-    member_address,
     missing_tools,
     netem_available,
     peer_addresses,
@@ -81,7 +80,7 @@ async def _with_proxy(
     proxy = LATENCY_PROXY[fault.peer]
     # The proxy tells clients apart by source address only.
     addresses = {
-        target: await asyncio.to_thread(member_address, cluster, target)
+        target: await asyncio.to_thread(cluster.member_address, target)
         for target in targets
     }
     clients = [address for address in addresses.values() if address]
@@ -109,7 +108,7 @@ async def _with_proxy(
         await asyncio.sleep(ctx.hold_s(fault.duration_s))
     finally:
         if clients:
-            await finish_despite_cancel(clear_proxy_latency, cluster, proxy, clients)
+            await run_shielded(clear_proxy_latency, cluster, proxy, clients)
         ctx.window("latency", "end", **window, not_running=not_running)
 
 
@@ -145,7 +144,7 @@ async def _with_netem(
                 applied.append(qdisc)
         await asyncio.sleep(ctx.hold_s(fault.duration_s))
     finally:
-        await finish_despite_cancel(_remove_all, cluster, applied)
+        await run_shielded(_remove_all, cluster, applied)
         ctx.window("latency", "end", **window, not_running=not_running)
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from typing import Any
 
 from harness.errors import PreflightError
 from harness.faults import PacketLossFault, PartitionFault
 from harness.nemesis.base import FaultContext
+from harness.nemesis.shielded import run_shielded
 from harness.topology.network import (
     Direction,
     DropRules,
@@ -101,7 +101,7 @@ async def hold_drops(
                 applied.append(rules)
         await asyncio.sleep(ctx.hold_s(fault.duration_s))
     finally:
-        dropped = await finish_despite_cancel(heal_drops, cluster, applied)
+        dropped = await run_shielded(heal_drops, cluster, applied)
         ctx.window(
             kind, "end", **window, not_running=not_running, dropped_packets=dropped
         )
@@ -124,18 +124,3 @@ def heal_drops(cluster, applied: list[DropRules]) -> dict[str, int | None]:
     if errors:
         raise errors[0]
     return dropped
-
-
-async def finish_despite_cancel(function: Callable[..., Any], *args: Any) -> Any:
-    """Run a blocking heal in a thread to its end, even if the caller is cancelled.
-
-    The test suite shares one cluster between tests, and a run that stops
-    still removes its containers later, so a fault left in place would break
-    whatever runs next. A cancellation waits for the heal, then propagates.
-    """
-    heal = asyncio.ensure_future(asyncio.to_thread(function, *args))
-    try:
-        return await asyncio.shield(heal)
-    except asyncio.CancelledError:
-        await asyncio.wait({heal})
-        raise

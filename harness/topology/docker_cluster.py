@@ -473,12 +473,17 @@ class DockerCluster:
             signalled.append(pid)
         return signalled
 
-    def member_address(self, name: str) -> str:
-        """Returns the member's IP address on the run's network."""
+    def member_address(self, name: str) -> str | None:
+        """Returns the member's IPv4 address on the run's network, or None.
+
+        A stopped container has no address, and a restarted one may get a
+        new one, so it is read from the engine each time.
+        """
         container = self.members[name].docker
         container.reload()
-        networks = container.attrs["NetworkSettings"]["Networks"]
-        return networks[self.network.name]["IPAddress"]
+        networks = container.attrs["NetworkSettings"].get("Networks") or {}
+        settings = networks.get(self.network.name) or {}
+        return settings.get("IPAddress") or None
 
     def flush_redis_scripts(self) -> None:
         """Runs SCRIPT FLUSH, which removes every Lua script from the script cache."""

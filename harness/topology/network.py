@@ -49,25 +49,13 @@ MAX_CHAIN_LENGTH = 28
 # --- addresses ------------------------------------------------------------------
 
 
-def member_address(cluster: DockerCluster, name: str) -> str | None:
-    """Return a member's IPv4 address on the run's network, or None when it has none.
-
-    A stopped container has no address, and a restarted one may get a new one.
-    """
-    container = cluster.members[name].docker
-    container.reload()
-    networks = container.attrs["NetworkSettings"].get("Networks") or {}
-    settings = networks.get(_network_name(cluster)) or {}
-    return settings.get("IPAddress") or None
-
-
 def peer_addresses(cluster: DockerCluster, peer: Peer) -> list[str]:
     """Return every address an instance reaches ``peer`` through."""
     addresses = []
     for name in PEER_MEMBERS[peer]:
         if name not in cluster.members:
             continue
-        address = member_address(cluster, name)
+        address = cluster.member_address(name)
         if address is None:
             raise InfrastructureError(
                 f"{name} has no address on network {_network_name(cluster)}; it "
@@ -296,7 +284,7 @@ def add_netem_delay(
     pid = cluster.container_pid(instance)
     if pid is None:
         return None
-    own_address = member_address(cluster, instance)
+    own_address = cluster.member_address(instance)
     interface = _interface_with_address(pid, own_address, instance)
     delay = f"{delay_ms:.3f}ms"
     jitter = [f"{jitter_ms:.3f}ms"] if jitter_ms > 0 else []
