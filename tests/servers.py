@@ -55,6 +55,50 @@ class Server:
                 self.process.wait(timeout=10)
 
 
+def wait_for_postgres(server: Server, deadline_s: float) -> None:
+    """Probes with ``SELECT 1`` until PostgreSQL returns 1 or the deadline passes.
+
+    An open port is not enough: until startup recovery ends, the server accepts
+    TCP connections and then rejects them with "the database system is
+    starting up" (asyncpg's CannotConnectNowError).
+    """
+    deadline = time.monotonic() + deadline_s
+    last_error = "no probe ran"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"postgres exited with code {server.process.returncode} before "
+                "it accepted a query; pass log_path to start_postgres to see why"
+            )
+        try:
+            probe = subprocess.run(
+                [
+                    str(PG_BIN / "psql"),
+                    "--no-psqlrc",
+                    "--tuples-only",
+                    "--no-align",
+                    "--command",
+                    "SELECT 1",
+                    f"host=127.0.0.1 port={server.port} user=postgres "
+                    "dbname=postgres connect_timeout=2",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+        except subprocess.TimeoutExpired:
+            last_error = "psql did not finish within 5 s"
+        else:
+            if probe.returncode == 0 and probe.stdout.strip() == "1":
+                return
+            last_error = probe.stderr.strip() or f"psql printed {probe.stdout!r}"
+        time.sleep(0.1)
+    raise TimeoutError(
+        f"postgres on 127.0.0.1:{server.port} timed out: SELECT 1 failed for "
+        f"{deadline_s} s; last error: {last_error}"
+    )
+
+
 def start_redis(data_dir: Path, port: int | None = None) -> Server:
     """Starts redis-server on ``port`` (a free one when None), without persistence."""
     binary = shutil.which("redis-server")
@@ -95,8 +139,12 @@ def _demote_to(user: str):
     return demote
 
 
-def start_postgres(data_dir: Path) -> Server:
-    """Starts PostgreSQL 15 with fsync off; as the postgres user when run as root."""
+def start_postgres(data_dir: Path, log_path: Path | None = None) -> Server:
+    """Starts PostgreSQL 15 with fsync off; as the postgres user when run as root.
+
+    The server's log goes to ``log_path`` when given (deadlock reports, for
+    example), and is discarded otherwise.
+    """
     if not (PG_BIN / "postgres").exists():
         raise RuntimeError(
             f"{PG_BIN}/postgres not found; run `make test`, which "
@@ -125,29 +173,40 @@ def start_postgres(data_dir: Path) -> Server:
         stderr=subprocess.PIPE,
         preexec_fn=preexec,
     )
-    process = subprocess.Popen(
-        [
-            str(PG_BIN / "postgres"),
-            "-D",
-            str(pgdata),
-            "-p",
-            str(port),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            f"unix_socket_directories={data_dir}",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=200",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=preexec,
-    )
-    wait_for_port(port, 20, "postgres")
-    return Server(process, port, f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    log_file = None if log_path is None else log_path.open("ab")
+    try:
+        process = subprocess.Popen(
+            [
+                str(PG_BIN / "postgres"),
+                "-D",
+                str(pgdata),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={data_dir}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if log_file is None else log_file,
+            preexec_fn=preexec,
+        )
+    finally:
+        if log_file is not None:
+            # The server process has its own copy of the descriptor.
+            log_file.close()
+    server = Server(process, port, f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    try:
+        wait_for_postgres(server, 20)
+    except BaseException:
+        server.stop()
+        raise
+    return server
