@@ -1,4 +1,4 @@
-"""postgres (correct): slots as rows, taken with SELECT ... FOR UPDATE SKIP LOCKED.
+"""postgres (correct): slots as rows, taken under a lock on the batch row.
 
 The slot update, the slot_assignments (or slot_failures) row, the batch's
 remaining count and, for the last slot, a batch_ready outbox row all commit in
@@ -130,21 +130,27 @@ FAILURE_TABLE = ItemTable(
     """,
 )
 
+# Every transaction that takes a slot locks its batch row first, so takers of
+# one batch run one at a time and take their locks in one order: batch row,
+# slot row, item row. No taker waits for a lock on a slot row, because such a
+# wait (FOR UPDATE without SKIP LOCKED) keeps the lock on each row it rechecks
+# and skips. Other waiters whose snapshots still show that row as available
+# then wait for it. In duplicate storms that ran a batch out of slots,
+# PostgreSQL 15 reported deadlocks among such waits.
+# FOR NO KEY UPDATE is the lock that the UPDATE of remaining takes later, so
+# the lock is never upgraded. No row means the batch is not registered.
+LOCK_BATCH = """
+    SELECT remaining FROM batches WHERE batch_id = $1 FOR NO KEY UPDATE
+"""
+
+# Under the batch row lock no other taker holds a slot of the batch, so no row
+# means that the batch is full. SKIP LOCKED only matters for a writer that does
+# not lock the batch row first: this query skips its slot rather than wait.
 LOCK_FREE_SLOT = """
     SELECT slot_id FROM slots
     WHERE batch_id = $1 AND state = 'available'
     LIMIT 1
     FOR UPDATE SKIP LOCKED
-"""
-
-# Waits for the lock holders in turn. A holder that committed has changed the
-# row's state, so the recheck skips the row. A holder that rolled back leaves
-# the row available, and this query locks it. No row means the batch is full.
-WAIT_FOR_FREE_SLOT = """
-    SELECT slot_id FROM slots
-    WHERE batch_id = $1 AND state = 'available'
-    LIMIT 1
-    FOR UPDATE
 """
 
 
@@ -269,10 +275,12 @@ class PostgresStrategy(Strategy):
         The slot is None when a copy of the item has a slot already, and the
         caller must roll back and read that slot.
         """
-        slot = await conn.fetchval(LOCK_FREE_SLOT, batch_id)
-        if slot is None:
-            self.metrics.count_retry("slot_locked")
-            slot = await conn.fetchval(WAIT_FOR_FREE_SLOT, batch_id)
+        remaining = await conn.fetchval(LOCK_BATCH, batch_id)
+        if remaining is None:
+            raise BatchNotFound()
+        slot = None
+        if remaining > 0:
+            slot = await conn.fetchval(LOCK_FREE_SLOT, batch_id)
         if slot is None:
             await self._raise_unless_item_found(conn, table, batch_id, item_id)
             return None, False
@@ -288,8 +296,8 @@ class PostgresStrategy(Strategy):
             slot,
             table.state,
         )
-        # The row lock taken here serializes the end of every transaction of
-        # this batch, so exactly one of them reads 0, after all others committed.
+        # Takers of this batch run one at a time under the batch row lock, so
+        # exactly one of them reads 0, after all others committed.
         remaining = await conn.fetchval(
             """
             UPDATE batches SET remaining = remaining - 1
@@ -304,14 +312,9 @@ class PostgresStrategy(Strategy):
     async def _raise_unless_item_found(
         self, conn: asyncpg.Connection, table: ItemTable, batch_id: str, item_id: str
     ) -> None:
-        """Raise BatchNotFound or NoSlot, unless a copy of the item has a slot."""
-        exists = await conn.fetchval(
-            "SELECT true FROM batches WHERE batch_id = $1", batch_id
-        )
-        if not exists:
-            raise BatchNotFound()
+        """Raise NoSlot, unless a copy of the item has a slot."""
         # A copy of this item may have taken the last slot while this request
-        # waited; that is a replay, not a refusal.
+        # waited for the batch row; that is a replay, not a refusal.
         if await conn.fetchval(table.find_slot, batch_id, item_id) is None:
             raise NoSlot()
 
