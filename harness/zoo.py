@@ -24,8 +24,10 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.checkers import INVARIANTS
+from harness.checkers.findings import volatile_restart_index
 from harness.coordinator.strategies import CORRECT_STRATEGIES, FAULTY_STRATEGIES
 from harness.errors import HarnessError, ScenarioError
+from harness.history import load_history
 from harness.report.results import (
     EXIT_BAD_INPUT,
     EXIT_INVALID,
@@ -65,6 +67,9 @@ class ZooRun:
     detection_s: float | None = None
     run_dir: str | None = None
     error: str | None = None
+    # Set when a fault destroyed data by design (Redis restarted without its
+    # files): what cannot be judged then is the environment's doing.
+    data_lost: bool = False
 
     def status_of(self, invariant: str) -> str:
         return self.verdicts.get(invariant, {}).get("status", "unknown")
@@ -93,6 +98,8 @@ class ZooRun:
             if self.flagged:
                 return "flagged"
             statuses = {v["status"] for v in self.verdicts.values()}
+            if self.data_lost and statuses - {"valid"}:
+                return "environment"
             return "unknown" if "unknown" in statuses else "valid"
         return "missed" if self.missed else "caught"
 
@@ -108,6 +115,7 @@ class ZooRun:
             "missed": self.missed if not self.entry.correct else [],
             "flagged": self.flagged if self.entry.correct else [],
             "statuses": {i: self.status_of(i) for i in self.verdicts},
+            "data_lost": self.data_lost,
             "duration_s": self.duration_s,
             "detection_s": self.detection_s,
             "run_dir": self.run_dir,
@@ -226,6 +234,8 @@ class Zoo:
             run.exit_code = outcome.exit_code
             run.run_dir = str(outcome.run_dir)
             run.verdicts = {v["invariant"]: v for v in results["verdicts"]}
+            history = load_history(outcome.run_dir / "history.jsonl")
+            run.data_lost = volatile_restart_index(history) is not None
             first = results.get("first_online_violation_s")
             run.detection_s = (
                 first if first is not None else results["verdicts_known_s"]
@@ -244,6 +254,7 @@ class Zoo:
             "flagged": "red",
             "error": "red",
             "unknown": "yellow",
+            "environment": "yellow",
         }[run.outcome]
         detail = ""
         if run.outcome == "missed":
@@ -252,6 +263,8 @@ class Zoo:
             detail = f" (invalid: {', '.join(run.flagged)})"
         elif run.outcome == "error":
             detail = f" ({run.error})"
+        elif run.outcome == "environment":
+            detail = " (Redis lost its data by design; not held against it)"
         elapsed = time.monotonic() - self.started
         self.console.print(
             f"[{len(self.runs):>3}/{self.total}] {run.entry.strategy:<18} "
@@ -349,7 +362,11 @@ def fault_table(runs: list[ZooRun]) -> dict[str, dict[str, str]]:
             groups[(run.entry.name, run.entry.strategy)].append(run)
     for (name, strategy), group in groups.items():
         good = sum(r.outcome == "valid" for r in group)
-        table[name][strategy] = f"{good}/{len(group)}"
+        cell = f"{good}/{len(group)}"
+        environment = sum(r.outcome == "environment" for r in group)
+        if environment:
+            cell += f" (+{environment} data lost by design)"
+        table[name][strategy] = cell
     return dict(table)
 
 

@@ -148,3 +148,17 @@ def test_replay_of_valid_run_needs_nothing_invalid():
 
     assert matches(saved, {"no-lost-slot": "valid", "liveness": "valid"})
     assert not matches(saved, {"no-lost-slot": "invalid", "liveness": "valid"})
+
+
+def test_correct_run_with_data_lost_by_design_is_environment(tmp_path):
+    correct = entry("lua", True)
+    lost = run(correct, no_lost_slot="unknown", liveness="invalid:environment")
+    lost.data_lost = True
+    kept = run(correct, no_lost_slot="unknown", liveness="valid")
+
+    zoo = Zoo([correct], (1, 2), tmp_path, Console(), "image")
+    zoo.runs = [lost, run(correct, liveness="valid")]
+
+    assert lost.outcome == "environment"
+    assert kept.outcome == "unknown"
+    assert zoo.exit_code() == 0
