@@ -14,7 +14,7 @@ import platform
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +405,9 @@ async def execute_run(
 
     owns_cluster = cluster is None
     started = time.monotonic()
+    # docker-py sends `since` in whole seconds; a second's margin keeps
+    # the first lines of this run.
+    run_started_at = datetime.now(UTC) - timedelta(seconds=1)
     results: dict[str, Any] = {
         "run_id": run_id,
         "status": "started",
@@ -486,7 +489,11 @@ async def execute_run(
         if cluster is not None:
             try:
                 await asyncio.shield(
-                    asyncio.to_thread(cluster.save_logs, run_dir / "logs")
+                    asyncio.to_thread(
+                        cluster.save_logs,
+                        run_dir / "logs",
+                        None if owns_cluster else run_started_at,
+                    )
                 )
             except Exception as err:  # noqa: BLE001 - logs are best effort
                 log.warning("could not save container logs: %s", err)

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 # testcontainers would start its reaper container, which needs a registry image;
@@ -569,11 +570,17 @@ class DockerCluster:
             user="postgres",
         )
 
-    def save_logs(self, folder: Path) -> None:
+    def save_logs(self, folder: Path, since: datetime | None = None) -> None:
+        """Writes each container's log; with ``since``, only lines from then on.
+
+        A cluster shared by several runs (the zoo, the test session) keeps its
+        containers, so without ``since`` each run folder would hold the logs
+        of every run before it.
+        """
         folder.mkdir(parents=True, exist_ok=True)
         for name, member in self.members.items():
             try:
-                data = member.docker.logs(timestamps=True)
+                data = member.docker.logs(timestamps=True, since=since)
             except docker.errors.APIError as err:
                 data = f"logs unavailable: {err}\n".encode()
             (folder / f"{name}.log").write_bytes(data)
