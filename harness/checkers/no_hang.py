@@ -24,8 +24,10 @@ from harness.history import History, Operation
 INVARIANT = "no-hang"
 
 # After a blocking fault heals, connections come back with some delay: TCP
-# retransmission backs off during a partition, and clients reconnect to a
-# restarted store. Requests sent within this grace are excused too.
+# retransmission backs off during a partition, clients reconnect to a
+# restarted store, and a thawed instance works through the requests that
+# piled up. Requests sent within this grace, or within one client timeout if
+# that is longer, are excused too.
 GRACE_NS = 3_000_000_000
 
 
@@ -35,6 +37,7 @@ def check(history: History, final_state: dict[str, Any] | None) -> Verdict:
     The final state is not needed: the replies alone show a hang.
     """
     findings = Findings(INVARIANT, history)
+    grace_ns = _grace_ns(history)
     history_end_ns = max((op.time_ns for op in history.operations), default=0)
     blocking = [
         window.span_ns(history_end_ns)
@@ -51,7 +54,7 @@ def check(history: History, final_state: dict[str, Any] | None) -> Verdict:
         if completion.type != "info" or completion.value.get("error") != "timeout":
             continue
         timeouts += 1
-        excuse = _excuse(blocking, invoke, completion)
+        excuse = _excuse(blocking, invoke, completion, grace_ns)
         if excuse is not None:
             excused += 1
             continue
@@ -76,12 +79,23 @@ def check(history: History, final_state: dict[str, Any] | None) -> Verdict:
     )
 
 
+def _grace_ns(history: History) -> int:
+    scenario = history.header.get("scenario") or {}
+    timeout_s = scenario.get("request_timeout_s")
+    if isinstance(timeout_s, int | float) and timeout_s > 0:
+        return max(GRACE_NS, int(timeout_s * 1e9))
+    return GRACE_NS
+
+
 def _excuse(
-    windows: list[tuple[int, int]], invoke: Operation, completion: Operation
+    windows: list[tuple[int, int]],
+    invoke: Operation,
+    completion: Operation,
+    grace_ns: int,
 ) -> tuple[int, int] | None:
     """Returns a blocking window the request overlapped, grace included, if any."""
     for start_ns, end_ns in windows:
-        if completion.time_ns >= start_ns and invoke.time_ns <= end_ns + GRACE_NS:
+        if completion.time_ns >= start_ns and invoke.time_ns <= end_ns + grace_ns:
             return start_ns, end_ns
     return None
 

@@ -117,3 +117,19 @@ def test_unfinished_operation_unknown():
 
     assert verdict.status == "unknown"
     assert "1 operation never completed" in verdict.reason
+
+
+def test_grace_is_one_client_timeout_when_longer():
+    h = HistoryBuilder()
+    h.header["scenario"]["request_timeout_s"] = 5
+    h.nemesis("pause", "start", ["i-1"])
+    h.nemesis("pause", "end", ["i-1"])
+    h.register("b-1", ["s-1"])
+    h.register("b-2", ["s-1"])
+    h.content("b-1", "c-1", outcome="info")
+
+    verdict = no_hang.check(one_second_apart(h.build()), None)
+
+    # c-1 is sent at 6 s, 5 s after the pause ended: past the 3 s grace but
+    # within the 5 s client timeout.
+    assert verdict.status == "valid"
