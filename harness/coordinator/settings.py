@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,10 +26,17 @@ class Settings:
     host: str = "0.0.0.0"
     key_ttl_s: int = 86400
     watch_max_retries: int = 50
+    # Seconds after which a watch request stops retrying and replies 503
+    # contention, counted from its start, waits for a turn included. It is
+    # half the 3 s client timeout of most harness scenarios, so that a caller
+    # gets a reply rather than a timeout.
+    watch_retry_budget_s: float = 1.5
     log_level: str = "INFO"
     # Maximum time in seconds to retry an operation whose store connection
     # failed, before replying 503 unavailable. A Redis restart takes about 1 s.
-    store_retry_s: float = 3.0
+    # It stays below the harness's smallest client timeout (3 s), so that a
+    # caller gets a 503 rather than a timeout, which no-hang would count.
+    store_retry_s: float = 1.5
     # Maximum time in seconds to wait for both stores when the instance starts.
     startup_timeout_s: float = 30.0
     redis_max_connections: int = 64
@@ -55,6 +63,11 @@ class Settings:
                 f"WATCH_MAX_RETRIES={self.watch_max_retries} is invalid; "
                 "expected 0 or more"
             )
+        if not 0 < self.watch_retry_budget_s < math.inf:
+            raise SettingsError(
+                f"WATCH_RETRY_BUDGET_S={self.watch_retry_budget_s} is invalid; "
+                "expected a finite number of seconds above 0"
+            )
         if not isinstance(logging.getLevelName(self.log_level), int):
             raise SettingsError(
                 f"LOG_LEVEL={self.log_level!r} is not a logging level; "
@@ -75,6 +88,7 @@ class Settings:
             ("HOST", "host", str),
             ("KEY_TTL_S", "key_ttl_s", int),
             ("WATCH_MAX_RETRIES", "watch_max_retries", int),
+            ("WATCH_RETRY_BUDGET_S", "watch_retry_budget_s", float),
             ("LOG_LEVEL", "log_level", str.upper),
             ("STORE_RETRY_S", "store_retry_s", float),
             ("STARTUP_TIMEOUT_S", "startup_timeout_s", float),

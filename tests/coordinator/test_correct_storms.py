@@ -12,6 +12,7 @@ from redis.asyncio.client import Pipeline
 
 from harness.coordinator import CORRECT_STRATEGIES
 from harness.coordinator.keys import BatchKeys
+from harness.proxy.latency import Latency
 from tests.coordinator.conftest import (
     content_storm,
     running,
@@ -19,6 +20,10 @@ from tests.coordinator.conftest import (
     slots_by_content,
 )
 from tests.coordinator.test_contract import wait_for_entries
+from tests.coordinator.test_faulty_strategies import (
+    BUDGET_SLACK_S,
+    start_conflict_proxy,
+)
 
 SLOTS = [f"s{i:02d}" for i in range(40)]
 CONTENTS = [f"c{i:02d}" for i in range(45)]
@@ -207,6 +212,109 @@ async def test_watch_contention_503_after_retries(stores, monkeypatch):
     assert read.body["assignments"] == {}
 
 
+async def neutral_write_loop(
+    redis,
+    key: str,
+    stop: asyncio.Event,
+    max_writes: int = 200_000,
+    max_s: float = 30.0,
+) -> int:
+    """Write the key without changing it until ``stop`` is set; return the count.
+
+    Each write aborts every WATCH on the key that precedes it, like the
+    harness's background writer with no pause between writes.
+    """
+    deadline = time.monotonic() + max_s
+    writes = 0
+    while not stop.is_set() and writes < max_writes and time.monotonic() < deadline:
+        await inject_conflict(redis, key)
+        writes += 1
+    return writes
+
+
+async def timed_content(coordinator, batch_id: str, content: str):
+    started = time.monotonic()
+    reply = await coordinator.content(batch_id, content)
+    return reply, time.monotonic() - started
+
+
+@pytest.mark.timeout(60)
+async def test_watch_replies_within_budget_under_write_loop(stores):
+    budget_s = 1.0
+    settings = [
+        settings_for(stores, "watch", f"c{i}", watch_retry_budget_s=budget_s)
+        for i in range(3)
+    ]
+    contents = [f"c{i:02d}" for i in range(30)]
+    async with running(*settings) as coordinators:
+        await coordinators[0].register("b1", SLOTS)
+        stop = asyncio.Event()
+        writer = asyncio.create_task(
+            neutral_write_loop(stores.redis, BatchKeys("b1").available, stop)
+        )
+        try:
+            timed = await asyncio.gather(
+                *(
+                    timed_content(coordinators[index % 3], "b1", content)
+                    for index, content in enumerate(contents)
+                )
+            )
+        finally:
+            stop.set()
+            writes = await writer
+        conflicts = sum(
+            c.metric("coordinator_watch_conflicts_total", {"strategy": "watch"})
+            for c in coordinators
+        )
+
+    replies = [reply for reply, _ in timed]
+    gave_up = [reply.body for reply in replies if reply.status == 503]
+    assert max(elapsed for _, elapsed in timed) < budget_s + BUDGET_SLACK_S
+    assert {reply.status for reply in replies} <= {200, 503}
+    assert gave_up == [{"error": "contention"}] * len(gave_up)
+    assert writes > 100
+    assert conflicts > len(contents)
+
+
+@pytest.mark.timeout(60)
+async def test_watch_budget_includes_wait_for_turn(stores, redis_server):
+    # 30 ms on each command makes one transaction take about 0.1 s, and an
+    # instance runs one transaction of a batch at a time, so 40 concurrent
+    # requests of one batch queue for about 4 s. None meets a conflict.
+    proxy = await start_conflict_proxy(redis_server, fraction=0.0)
+    proxy.latency.set(Latency(delay_ms=30), None)
+    budget_s = 1.0
+    settings = settings_for(
+        stores,
+        "watch",
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+        watch_retry_budget_s=budget_s,
+    )
+    contents = [f"c{i:02d}" for i in range(40)]
+    try:
+        async with running(settings) as [coordinator]:
+            await coordinator.register("b1", SLOTS)
+            timed = await asyncio.gather(
+                *(timed_content(coordinator, "b1", content) for content in contents)
+            )
+            read = await coordinator.read("b1")
+    finally:
+        await proxy.close()
+
+    replies = [reply for reply, _ in timed]
+    assigned = {
+        reply.body["slot_id"]: content
+        for content, reply in zip(contents, replies, strict=True)
+        if reply.status == 200
+    }
+    gave_up = [reply.body for reply in replies if reply.status == 503]
+    assert max(elapsed for _, elapsed in timed) < budget_s + BUDGET_SLACK_S
+    assert {reply.status for reply in replies} == {200, 503}
+    assert gave_up == [{"error": "contention"}] * len(gave_up)
+    # A request that gave up while it waited took no slot.
+    assert read.body["assignments"] == assigned
+
+
 async def paced_storm(
     coordinators,
     batch_id: str,
@@ -240,10 +348,10 @@ async def paced_storm(
     return await asyncio.gather(*(send(*job) for job in jobs))
 
 
-# Seconds no request of the storm below may take. A deadlock costs at least
-# PostgreSQL's deadlock_timeout (1 s) to the transactions in the cycle, and one
-# of them is rolled back; the earlier strategy also left requests waiting for
-# 10 s in such storms.
+# Seconds no request of the storm below may take. A deadlock costs the
+# transactions in its cycle at least PostgreSQL's deadlock_timeout (1 s), and
+# one of them is rolled back. The earlier strategy also left requests waiting
+# for 10 s in such storms.
 STORM_MAX_S = 2.0
 
 
