@@ -1,10 +1,10 @@
 """unique-as-failure (faulty): postgres, with a unique violation taken for a full batch.
 
 The assignment row goes in with a plain INSERT, without ON CONFLICT DO
-NOTHING. Two concurrent copies of one content can both find no row, lock two
-different free slots and insert. The second INSERT then waits for the first
-transaction and fails with a unique violation on (batch_id, text_storage_id)
-once it commits. The contract makes that an idempotent success: a 200 reply
+NOTHING. Two concurrent copies of one content can both find no row before
+either commits. The second waits at the batch row's lock, takes a free slot
+once the first commits, and its INSERT fails with a unique violation on
+(batch_id, text_storage_id). The contract makes that an idempotent success: a 200 reply
 naming the first copy's slot. This strategy rolls back and replies
 ``409 no_slot`` instead, so a content is rejected as if the batch were full
 while it already has a slot.
