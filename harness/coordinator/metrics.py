@@ -62,8 +62,7 @@ class CoordinatorMetrics:
         )
         self.retries = Counter(
             "coordinator_retries",
-            "Attempts repeated, by reason: watch_conflict, claim_wait or "
-            "store_error.",
+            "Attempts repeated, by reason: watch_conflict, claim_wait or store_error.",
             ["strategy", "reason"],
             registry=self.registry,
         )
