@@ -122,7 +122,7 @@ def run(
 
 
 def _run_until_interrupted(make_coroutine, kept: str):
-    """Runs the coroutine; Ctrl-C and SIGTERM tear down and exit with 130.
+    """Runs the coroutine. Ctrl-C and SIGTERM tear down and exit with 130.
 
     A CI runner stopping the job sends SIGTERM, which cancels the task just as
     Ctrl-C does, so containers are removed either way.

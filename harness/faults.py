@@ -181,7 +181,7 @@ class LatencyFault(_OnInstances):
 
 
 class RedisRestartFault(_Timing):
-    """A restart of Redis; ``data: lose`` empties it, as a server without persistence.
+    """A restart of Redis. With ``data: lose`` it comes back empty.
 
     A scenario with ``redis_persistence: volatile`` loses data on every
     restart. Data lost this way is blamed on the environment, not the
@@ -212,7 +212,7 @@ class RedisClientKillFault(_Timing):
 
 
 class PostgresRestartFault(_Timing):
-    """A restart of Postgres; its data stays."""
+    """A restart of Postgres, which keeps its data."""
 
     kind: Literal["postgres-restart"]
 

@@ -65,13 +65,13 @@ def _saved_images(path: Path) -> tuple[str | None, str | None]:
         return None, None
     runtime = versions.get("runtime_image")
     coordinator = versions.get("coordinator_image")
-    # The reference coordinator runs from the runtime image; only a user's
+    # The reference coordinator runs from the runtime image, so only a user's
     # own image must be the same again.
     return (coordinator if coordinator and coordinator != runtime else None), runtime
 
 
 def matches(original: dict[str, str], replayed: dict[str, str]) -> bool:
-    """Whether a replay shows the saved verdict.
+    """Tells whether a replay shows the saved verdict.
 
     Every invariant invalid in the saved run must be invalid again; a saved
     run with nothing invalid must again have nothing invalid. Other verdicts
@@ -92,7 +92,7 @@ async def replay_run(
     console: Console,
     runtime_image: str,
 ) -> int:
-    """Runs the scenario up to ``tries`` times; returns 0 at the first match."""
+    """Runs the scenario up to ``tries`` times and returns 0 at the first match."""
     wanted = ", ".join(plan.invalid) or "every invariant valid"
     console.print(
         f"replaying {plan.run_dir.name}: seed {plan.scenario.seed}, strategy "

@@ -2,7 +2,7 @@
 
 Each faulty strategy runs under the scenario written to expose it
 (scenarios/zoo/strategies/<strategy>.yaml, whose ``expect.invalid`` names the
-invariants it breaks); each correct strategy runs under every fault scenario
+invariants it breaks). Each correct strategy runs under every fault scenario
 (scenarios/zoo/faults/*.yaml). Every pairing runs over several seeds. A
 strategy's runs share one cluster, reset between runs.
 """
@@ -44,7 +44,7 @@ QUICK_SEEDS = (1,)
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One strategy under one scenario; it runs once per seed."""
+    """One strategy under one scenario, run once per seed."""
 
     strategy: str
     name: str
@@ -124,7 +124,7 @@ class ZooRun:
 
 
 def plan_zoo(scenarios_dir: Path) -> list[ZooEntry]:
-    """Reads the zoo's scenarios; a missing or wrong one is a ScenarioError."""
+    """Reads the zoo's scenarios and raises ScenarioError for a missing or wrong one."""
     entries: list[ZooEntry] = []
     for strategy in FAULTY_STRATEGIES:
         path = scenarios_dir / "strategies" / f"{strategy}.yaml"
@@ -188,7 +188,7 @@ class Zoo:
                 for seed in self.seeds:
                     run = await self._run_one(cluster, entry, seed)
                     if run.status == "error":
-                        # A broken cluster would fail every later run; start anew.
+                        # A broken cluster would fail every later run: start a new one.
                         await asyncio.to_thread(cluster.teardown)
                         cluster = self._new_cluster(
                             number, strategy, entry.scenario, attempt=len(self.runs)

@@ -43,7 +43,7 @@ def preflight(faults: list[Fault]) -> None:
 
 
 async def run_fault(fault: Fault, ctx: FaultContext, rng: random.Random) -> int:
-    """Makes each occurrence of one fault on its schedule; returns how many took place.
+    """Makes each occurrence of one fault on its schedule and returns how many ran.
 
     An occurrence starts only after the previous one healed, so a duration
     longer than the period delays the next one rather than overlapping it.
@@ -53,8 +53,8 @@ async def run_fault(fault: Fault, ctx: FaultContext, rng: random.Random) -> int:
     for offset in occurrence_times(fault, rng, ctx.storm_duration_s):
         await ctx.sleep_until(offset)
         if made and ctx.storm_left_s() <= 0:
-            # Earlier occurrences ran past the storm; another one would meet
-            # no traffic and only delay the run.
+            # Earlier occurrences ran past the storm, and another one would
+            # meet no traffic and only delay the run.
             break
         if rng.random() >= fault.probability:
             continue

@@ -89,7 +89,7 @@ async def _from_writer(
                     await pipe.execute()
                 written += 1
             except (aioredis.ConnectionError, aioredis.TimeoutError):
-                # Redis may be restarting under another fault; try the next one.
+                # Redis may be restarting under another fault: go on to the next.
                 await asyncio.sleep(0.1)
     finally:
         await asyncio.shield(client.aclose())
