@@ -15,17 +15,14 @@ that cannot be bound.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
-import signal
 import sys
 from typing import Any
 
+from harness.proxy.command import run_proxy_command
 from harness.proxy.config import (
     RELAY_ENVIRONMENT_HELP,
-    ProxyConfigError,
     RelayConfig,
 )
 from harness.proxy.control import ControlEndpoint
@@ -239,53 +236,18 @@ async def serve_relay(config: RelayConfig) -> TcpRelay:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the relay until it is signalled to stop, and return the exit code."""
-    parser = argparse.ArgumentParser(
+    return run_proxy_command(
+        argv,
         prog="python -m harness.proxy.tcp",
         description=(
             "Relay TCP connections unchanged, and delay what chosen clients send "
             "when the control endpoint sets a latency."
         ),
-        epilog="environment variables:\n"
-        + "\n".join(
-            f"  {name:<25} {text}" for name, text in RELAY_ENVIRONMENT_HELP.items()
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        environment_help=RELAY_ENVIRONMENT_HELP,
+        load_config=RelayConfig.from_env,
+        serve=serve_relay,
+        what="TCP relay",
     )
-    parser.parse_args(argv)
-
-    level = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
-    if level not in logging.getLevelNamesMapping():
-        print(
-            f"error: LOG_LEVEL is {level!r}: expected DEBUG, INFO, WARNING or ERROR",
-            file=sys.stderr,
-        )
-        return 2
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        config = RelayConfig.from_env(os.environ)
-    except ProxyConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_run(config))
-    except OSError as error:
-        logger.error("TCP relay failed to start: %s", error)
-        return 2
-    return 0
-
-
-async def _run(config: RelayConfig) -> None:
-    relay = await serve_relay(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signal_number, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await relay.close()
 
 
 if __name__ == "__main__":
