@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A target list names instances ("coordinator-2"), or picks them per
 # occurrence: one at random, or all of them.
@@ -73,8 +73,17 @@ def _targets_field():
     )
 
 
+def _one_name_as_list(value: object) -> object:
+    """Lets ``targets: coordinator-2`` stand for ``targets: [coordinator-2]``."""
+    if isinstance(value, str) and value not in ("random-instance", "all-instances"):
+        return [value]
+    return value
+
+
 class _OnInstances(_Windowed):
     targets: TargetPick | list[str] = _targets_field()
+
+    _single_target = field_validator("targets", mode="before")(_one_name_as_list)
 
 
 # --- coordinator instances ---------------------------------------------------------
@@ -111,6 +120,8 @@ class RestartFault(_Timing):
 
     kind: Literal["restart"]
     targets: TargetPick | list[str] = _targets_field()
+
+    _single_target = field_validator("targets", mode="before")(_one_name_as_list)
     grace_s: float = Field(5.0, ge=0, le=120)
 
 

@@ -17,6 +17,7 @@ from harness.errors import HarnessError
 from harness.report.results import EXIT_INVALID, EXIT_VALID
 from harness.run import check_run_dir, execute_run
 from harness.scenario import Scenario, load_scenario
+from harness.topology import DockerCluster
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,13 @@ async def replay_run(
     reports_dir: Path,
     console: Console,
     runtime_image: str,
+    cluster: DockerCluster | None = None,
 ) -> int:
-    """Runs the scenario up to ``tries`` times and returns 0 at the first match."""
+    """Runs the scenario up to ``tries`` times and returns 0 at the first match.
+
+    With ``cluster`` (the test session's), every try runs on it after a state
+    reset; otherwise each try starts and removes its own.
+    """
     wanted = ", ".join(plan.invalid) or "every invariant valid"
     console.print(
         f"replaying {plan.run_dir.name}: seed {plan.scenario.seed}, strategy "
@@ -111,6 +117,7 @@ async def replay_run(
             console,
             runtime_image=runtime_image,
             coordinator_image=plan.coordinator_image,
+            cluster=cluster,
         )
         replayed = {v.invariant: v.status for v in outcome.verdicts}
         if matches(plan.original, replayed):

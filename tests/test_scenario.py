@@ -208,3 +208,18 @@ def test_long_value_shortened(tmp_path):
 
     assert "field 'name'" in message
     assert len(message) < 600
+
+
+def test_single_target_name_means_that_instance():
+    fault = KillFault(kind="kill", targets="coordinator-2")
+
+    assert fault.targets == ["coordinator-2"]
+    assert KillFault(kind="kill", targets="all-instances").targets == "all-instances"
+
+
+def test_single_unknown_target_name_rejected(tmp_path):
+    text = smoke_text().replace("targets: random-instance", "targets: coordinator-9")
+
+    message = error_of(tmp_path, text)
+
+    assert "faults[0] (kill) target 'coordinator-9' is not an instance" in message
