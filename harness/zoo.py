@@ -3,8 +3,9 @@
 Each faulty strategy runs under the scenario written to expose it
 (scenarios/zoo/strategies/<strategy>.yaml, whose ``expect.invalid`` names the
 invariants it breaks). Each correct strategy runs under every fault scenario
-(scenarios/zoo/faults/*.yaml). Every pairing runs over several seeds. A
-strategy's runs share one cluster, reset between runs.
+(scenarios/zoo/faults/*.yaml). Every pairing runs over several seeds. All
+runs share one cluster, reset between runs, whose coordinators are recreated
+when the strategy changes.
 """
 
 from __future__ import annotations
@@ -168,42 +169,45 @@ class Zoo:
         self.runs: list[ZooRun] = []
         self.started = time.monotonic()
         self.total = len(entries) * len(seeds)
+        self.clusters_started = 0
 
     async def execute(self) -> None:
+        """Runs every entry and seed on one cluster, a strategy's runs together.
+
+        Only the coordinators are recreated when the strategy changes (the
+        run does that), and state is reset between runs, so Redis, Postgres
+        and the proxies start once. A run that fails to run leaves the
+        cluster in doubt, so a new one replaces it.
+        """
+        from harness.run import start_cluster
+
         by_strategy: dict[str, list[ZooEntry]] = defaultdict(list)
         for entry in self.entries:
             by_strategy[entry.strategy].append(entry)
-        for number, (strategy, entries) in enumerate(by_strategy.items()):
-            await self._run_strategy(number, strategy, entries)
-
-    async def _run_strategy(
-        self, number: int, strategy: str, entries: list[ZooEntry]
-    ) -> None:
-        from harness.run import start_cluster
-
-        cluster = self._new_cluster(number, strategy, entries[0].scenario)
+        cluster: DockerCluster | None = None
         try:
-            await start_cluster(cluster, _quiet())
-            for entry in entries:
-                for seed in self.seeds:
-                    run = await self._run_one(cluster, entry, seed)
-                    if run.status == "error":
-                        # A broken cluster would fail every later run: start a new one.
-                        await asyncio.to_thread(cluster.teardown)
-                        cluster = self._new_cluster(
-                            number, strategy, entry.scenario, attempt=len(self.runs)
-                        )
-                        await start_cluster(cluster, _quiet())
+            for strategy, entries in by_strategy.items():
+                for entry in entries:
+                    for seed in self.seeds:
+                        if cluster is not None and not _fits(cluster, entry):
+                            await asyncio.to_thread(cluster.teardown)
+                            cluster = None
+                        if cluster is None:
+                            cluster = self._new_cluster(strategy, entry.scenario)
+                            await start_cluster(cluster, _quiet())
+                        run = await self._run_one(cluster, entry, seed)
+                        if run.status == "error":
+                            await asyncio.to_thread(cluster.teardown)
+                            cluster = None
         finally:
-            await asyncio.shield(asyncio.to_thread(cluster.teardown))
+            if cluster is not None:
+                await asyncio.shield(asyncio.to_thread(cluster.teardown))
 
-    def _new_cluster(
-        self, number: int, strategy: str, scenario: Scenario, attempt: int = 0
-    ) -> DockerCluster:
-        suffix = f"-{attempt}" if attempt else ""
+    def _new_cluster(self, strategy: str, scenario: Scenario) -> DockerCluster:
+        self.clusters_started += 1
         return DockerCluster(
             ClusterSpec(
-                run_id=f"{self.folder.name}-{number}{suffix}",
+                run_id=f"{self.folder.name}-{self.clusters_started}",
                 runtime_image=self.runtime_image,
                 instances=scenario.instances,
                 strategy=strategy,
@@ -291,6 +295,7 @@ class Zoo:
             "seeds": list(self.seeds),
             "planned_runs": self.total,
             "runs_done": len(self.runs),
+            "clusters_started": self.clusters_started,
             "duration_s": round(time.monotonic() - self.started, 1),
             "exit_code": self.exit_code(),
             "escapes": [r.to_json() for r in self.runs if r.outcome == "missed"],
@@ -417,6 +422,11 @@ def render_fault_table(table: dict[str, dict[str, str]]) -> Table:
     for name, row in sorted(table.items()):
         view.add_row(name, *(row.get(s, "-") for s in strategies))
     return view
+
+
+def _fits(cluster: DockerCluster, entry: ZooEntry) -> bool:
+    """Tells whether the entry can run on this cluster (persistence is set at start)."""
+    return cluster.spec.redis_persistence == entry.scenario.redis_persistence
 
 
 def new_zoo_folder(reports_dir: Path) -> Path:
