@@ -376,22 +376,26 @@ def fault_table(runs: list[ZooRun]) -> dict[str, dict[str, str]]:
 
 
 def render_strategy_table(table: dict[str, dict[str, Any]]) -> Table:
-    view = Table(title="strategy x invariant", show_lines=False)
-    view.add_column("strategy")
+    """Builds the table: faulty strategies above the line, correct ones below."""
+    view = Table(
+        title="strategy x invariant (faulty strategies above the line)",
+        caption="detect s: time to detection, median / max seconds",
+    )
+    view.add_column("strategy", no_wrap=True)
     for invariant in INVARIANTS:
         view.add_column(invariant, overflow="fold")
-    view.add_column("detection (median / max s)")
-    for strategy, row in table.items():
-        cells = []
-        for invariant in INVARIANTS:
-            cell = row[invariant]
-            cells.append(_cell_text(cell))
+    view.add_column("detect s", no_wrap=True)
+    rows = sorted(table.items(), key=lambda item: item[1]["correct"])
+    for number, (strategy, row) in enumerate(rows):
+        cells = [_cell_text(row[invariant]) for invariant in INVARIANTS]
         detection = row.get("detection_s")
-        cells.append(
-            f"{detection['median']} / {detection['max']}" if detection else "-"
+        cells.append(f"{detection['median']}/{detection['max']}" if detection else "-")
+        last_faulty = (
+            not row["correct"]
+            and number + 1 < len(rows)
+            and rows[number + 1][1]["correct"]
         )
-        kind = "correct" if row["correct"] else "faulty"
-        view.add_row(f"{strategy} ({kind})", *cells)
+        view.add_row(strategy, *cells, end_section=last_faulty)
     return view
 
 
