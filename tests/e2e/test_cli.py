@@ -78,6 +78,10 @@ def test_scenario_schema_lists_fields():
 
 
 @pytest.mark.docker
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_removes_containers_and_keeps_history(tmp_path):
     client = docker.from_env()
     scenario = tmp_path / "long.yaml"
@@ -92,6 +96,9 @@ def test_ctrl_c_removes_containers_and_keeps_history(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A suite started in the background by a non-interactive shell inherits
+        # SIGINT ignored, and Python then installs no handler for it.
+        preexec_fn=_default_sigint,
     )
     try:
         # Interrupt once the storm is under way: the history has content operations.
@@ -112,6 +119,7 @@ def test_ctrl_c_removes_containers_and_keeps_history(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+        process.stdout.close()
 
     assert process.returncode == 130, output
     # Teardown of six containers takes seconds; a restart still polling a
