@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.coordinator.strategies import STRATEGY_NAMES
@@ -51,8 +52,12 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def _fail(err: HarnessError) -> typer.Exit:
+    # Escaped, because messages quote user input such as YAML with brackets,
+    # which rich would otherwise read as markup and drop.
     err_console.print(
-        f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True
+        f"[bold red]error:[/bold red] {escape(str(err))}",
+        highlight=False,
+        soft_wrap=True,
     )
     return typer.Exit(err.exit_code)
 
@@ -160,6 +165,11 @@ def _require_local_image(client, image: str) -> None:
             f"coordinator image {image!r} is not in this Docker Engine; build it "
             "here (docker build -t ...) or load it (docker load -i ...), then run "
             "again"
+        ) from err
+    except docker.errors.APIError as err:
+        raise HarnessError(
+            f"coordinator image {image!r} is not a valid image reference "
+            f"({err.explanation or err}); use a name such as my-coordinator:1.4"
         ) from err
 
 

@@ -115,6 +115,12 @@ class Scenario(_Strict):
                         f"{where} has an empty targets list; name instances, or use "
                         "'random-instance' or 'all-instances'"
                     )
+                repeated = sorted({t for t in targets if targets.count(t) > 1})
+                if repeated:
+                    raise ValueError(
+                        f"{where} names {', '.join(repeated)} more than once in "
+                        "targets; list each instance once"
+                    )
                 for target in targets:
                     if target not in names:
                         raise ValueError(

@@ -223,3 +223,13 @@ def test_single_unknown_target_name_rejected(tmp_path):
     message = error_of(tmp_path, text)
 
     assert "faults[0] (kill) target 'coordinator-9' is not an instance" in message
+
+
+def test_repeated_target_rejected(tmp_path):
+    text = smoke_text().replace(
+        "targets: random-instance", "targets: [coordinator-1, coordinator-1]"
+    )
+
+    message = error_of(tmp_path, text)
+
+    assert "faults[0] (kill) names coordinator-1 more than once in targets" in message

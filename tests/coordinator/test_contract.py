@@ -18,8 +18,12 @@ ASSIGNING = [name for name in STRATEGY_NAMES if name != "immediate-spop"]
 REPLAYING = [name for name in ASSIGNING if name != "lua-partial-write"]
 
 
-async def wait_for_entries(stores, count: int, timeout_s: float = 3.0) -> list:
-    """Poll the stream until it has ``count`` entries; the postgres relay is async."""
+async def wait_for_entries(stores, count: int, timeout_s: float = 10.0) -> list:
+    """Poll the stream until it has ``count`` entries; the postgres relay is async.
+
+    The deadline is generous because a loaded machine delays the relay, and the
+    poll returns as soon as the entries are there.
+    """
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         entries = await stores.batch_ready_entries()

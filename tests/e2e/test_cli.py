@@ -238,3 +238,30 @@ def test_unwritable_reports_exits_2(tmp_path):
 
     assert result.returncode == 2
     assert "cannot create the run folder" in result.stderr
+
+
+@pytest.mark.docker
+def test_malformed_image_reference_exits_2(tmp_path):
+    result = harness(
+        "run",
+        "scenarios/smoke.yaml",
+        "--coordinator-image",
+        "UPPER::bad",
+        "--reports",
+        str(tmp_path),
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "'UPPER::bad' is not a valid image reference" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_yaml_error_keeps_bracketed_text(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+
+    result = harness("scenario", "validate", str(broken))
+
+    assert result.returncode == 2
+    assert "name: [unclosed" in result.stderr
+    assert "expected ',' or ']'" in result.stderr
