@@ -446,11 +446,18 @@ class DockerCluster:
         self.members[name].docker.pause()
 
     def unpause_instance(self, name: str) -> None:
-        """Thaws a paused instance, and leaves an instance that is not paused alone."""
-        container = self.members[name].docker
-        container.reload()
-        if container.status == "paused":
-            container.unpause()
+        """Thaws a paused instance, and leaves an instance that is not paused alone.
+
+        The unpause is always sent: the status the engine reports can lag just
+        after a pause, and skipping on it left instances frozen. The engine
+        answers "is not paused" (a 500 on Docker 28) for an instance already
+        thawed.
+        """
+        try:
+            self.members[name].docker.unpause()
+        except docker.errors.APIError as err:
+            if "is not paused" not in str(err):
+                raise
 
     def instance_process_pids(self, name: str) -> list[int]:
         """Returns the host PIDs of every process in the instance's container."""
