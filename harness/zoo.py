@@ -453,7 +453,7 @@ def save_zoo(folder: Path, summary: dict[str, Any]) -> Path:
 
 
 def _quiet() -> Console:
-    """A console that records a run's output for its folder instead of printing it."""
+    """Returns a console that records a run's output for its folder, not the screen."""
     return Console(file=io.StringIO(), record=True, width=120)
 
 

@@ -62,7 +62,7 @@ class FaultContext:
         return self.storm_start + self.storm_duration_s - time.monotonic()
 
     def hold_s(self, duration_s: float | None) -> float:
-        """How long an occurrence lasts: its duration, or until the storm ends."""
+        """Returns how long an occurrence lasts: its duration, or to the storm end."""
         if duration_s is None:
             return max(0.0, self.storm_left_s())
         return duration_s

@@ -35,5 +35,5 @@ def occurrence_times(
 
 
 def fault_rng(seed: int, number: int, kind: str) -> random.Random:
-    """A random source per fault, so that one fault's draws never shift another's."""
+    """Returns a random source per fault, so one fault's draws never shift another's."""
     return random.Random(f"{seed}/{number}/{kind}")

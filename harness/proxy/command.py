@@ -1,4 +1,4 @@
-"""What the proxies' command lines share: logging, configuration, signals, exit codes.
+"""The proxies' shared command line: logging, configuration, signals, exit codes.
 
 Each proxy is configured by environment variables (``--help`` lists them),
 runs until SIGTERM or SIGINT, and exits with 2 on an invalid setting or a
