@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from harness.coordinator.errors import BadRequest, CoordinatorError
-from harness.coordinator.metrics import CoordinatorMetrics
+from harness.coordinator.errors import BadRequest, BatchNotFound, CoordinatorError
+from harness.coordinator.metrics import (
+    ASSIGNMENT_ERROR,
+    ASSIGNMENT_OUTCOMES,
+    CoordinatorMetrics,
+)
 from harness.coordinator.settings import Settings
 from harness.coordinator.stores import StoreRetry, Stores, check_health, open_stores
 from harness.coordinator.strategies import STRATEGIES, Registration, Strategy
@@ -71,7 +75,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _run_stores(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     settings = state.settings
-    stores = await open_stores(settings)
+    stores = await open_stores(settings, state.metrics)
     try:
         strategy = STRATEGIES[settings.strategy](stores, settings, state.metrics)
         await strategy.start()
@@ -170,13 +174,14 @@ def _started(request: web.Request) -> tuple[AppState, Strategy, StoreRetry]:
 
 
 async def register_batch(request: web.Request) -> web.Response:
-    _, strategy, retry = _started(request)
+    state, strategy, retry = _started(request)
     registration = parse_registration(await _read_json(request))
     result = await retry.run(
         lambda: strategy.register_batch(registration.batch_id, registration.slot_ids),
         f"registration of batch {registration.batch_id!r}",
     )
     request[OUTCOME] = result.value
+    state.metrics.batches.note(registration.batch_id)
     status = 201 if result is Registration.CREATED else 200
     return web.json_response({"batch_id": registration.batch_id}, status=status)
 
@@ -187,6 +192,7 @@ async def assign_content(request: web.Request) -> web.Response:
     delivery = parse_content(await _read_json(request))
     result = await _take_slot_timed(
         request,
+        batch_id,
         lambda: strategy.assign_content(
             batch_id, delivery.text_storage_id, delivery.file_name
         ),
@@ -201,6 +207,7 @@ async def record_failure(request: web.Request) -> web.Response:
     failure_id = parse_failure(await _read_json(request))
     result = await _take_slot_timed(
         request,
+        batch_id,
         lambda: strategy.record_failure(batch_id, failure_id),
         f"failure {failure_id!r} of batch {batch_id!r}",
     )
@@ -209,34 +216,37 @@ async def record_failure(request: web.Request) -> web.Response:
 
 async def _take_slot_timed(
     request: web.Request,
+    batch_id: str,
     operation: Callable[[], Awaitable[SlotResult]],
     description: str,
 ) -> SlotResult:
     """Run a content or failure operation with store retries, timing it by outcome."""
     state, _, retry = _started(request)
     started = time.perf_counter()
-    outcome = "internal"
+    outcome = ASSIGNMENT_ERROR
     try:
         result = await retry.run(operation, description)
-        outcome = "created" if result.created else "replay"
+        outcome = "assigned" if result.created else "replay"
         request[OUTCOME] = outcome
         return result
     except CoordinatorError as err:
-        outcome = err.code
+        if err.code in ASSIGNMENT_OUTCOMES:
+            outcome = err.code
         raise
     finally:
-        state.metrics.assignment_seconds.labels(
-            state.settings.strategy, outcome
-        ).observe(time.perf_counter() - started)
+        state.metrics.observe_assignment(outcome, time.perf_counter() - started)
+        if outcome in ("assigned", "replay", "no_slot"):
+            state.metrics.batches.note(batch_id)
 
 
 async def read_batch(request: web.Request) -> web.Response:
-    _, strategy, retry = _started(request)
+    state, strategy, retry = _started(request)
     batch_id = _path_batch_id(request)
     batch = await retry.run(
         lambda: strategy.read_batch(batch_id), f"read of batch {batch_id!r}"
     )
     request[OUTCOME] = "ok"
+    state.metrics.batches.note(batch_id)
     return web.json_response(batch.to_json())
 
 
@@ -255,7 +265,11 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[STATE].metrics.registry
+    state = request.app[STATE]
+    if state.strategy is not None:
+        # Bounded by a deadline, so that a scrape replies while a store hangs.
+        await state.metrics.batches.refresh(state.strategy.read_batch, BatchNotFound)
     return web.Response(
-        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        body=generate_latest(state.metrics.registry),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
     )

@@ -18,6 +18,7 @@ from harness.coordinator.errors import StoreUnavailable
 from harness.coordinator.logs import RepeatLimiter
 from harness.coordinator.metrics import CoordinatorMetrics
 from harness.coordinator.settings import Settings
+from harness.coordinator.store_timing import TimedRedis, postgres_query_timer
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +80,12 @@ class Stores:
             await self.postgres.close()
 
 
-async def open_stores(settings: Settings) -> Stores:
+async def open_stores(settings: Settings, metrics: CoordinatorMetrics) -> Stores:
     """Connect to both stores, retrying until ``settings.startup_timeout_s``.
 
     Instances often start together with their stores, so a refused connection
-    at first is expected. Raises StoreUnavailable with the last error.
+    at first is expected. Both clients record every command and query in
+    ``metrics``. Raises StoreUnavailable with the last error.
     """
     deadline = time.monotonic() + settings.startup_timeout_s
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -95,7 +97,7 @@ async def open_stores(settings: Settings) -> Stores:
         socket_timeout=10,
         decode_responses=True,
     )
-    client = aioredis.Redis.from_pool(pool)
+    client = TimedRedis.from_pool_timed(pool, metrics)
     try:
         await _retry_until(deadline, "Redis", client.ping)
         postgres = await _retry_until(
@@ -106,6 +108,7 @@ async def open_stores(settings: Settings) -> Stores:
                 min_size=settings.postgres_min_connections,
                 max_size=settings.postgres_max_connections,
                 command_timeout=10,
+                init=postgres_query_timer(metrics),
             ),
         )
     except BaseException:

@@ -296,12 +296,13 @@ async def test_metrics_count_requests_and_latency(stores):
     lines = set(reply.body.splitlines())
     expected = {
         'coordinator_requests_total{outcome="created",route="register"} 1.0',
-        'coordinator_requests_total{outcome="created",route="content"} 1.0',
+        'coordinator_requests_total{outcome="assigned",route="content"} 1.0',
         'coordinator_requests_total{outcome="replay",route="content"} 1.0',
         'coordinator_requests_total{outcome="no_slot",route="content"} 1.0',
-        'coordinator_assignment_seconds_count{outcome="created",strategy="lua"} 1.0',
+        'coordinator_assignment_seconds_count{outcome="assigned",strategy="lua"} 1.0',
+        'coordinator_assignment_seconds_count{outcome="replay",strategy="lua"} 1.0',
         'coordinator_assignment_seconds_count{outcome="no_slot",strategy="lua"} 1.0',
         'coordinator_completions_emitted_total{strategy="lua"} 1.0',
-        'coordinator_info{instance="c1",strategy="lua"} 1.0',
+        'coordinator_info{instance_id="c1",strategy="lua"} 1.0',
     }
     assert expected - lines == set()
