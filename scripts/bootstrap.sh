@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # debootstrap builds the base image; redis-server and postgresql serve the
 # store tests on the host; iptables and util-linux (nsenter) make partitions.
-packages=(debootstrap debian-archive-keyring gpgv wget redis-server postgresql iptables util-linux iproute2)
+packages=(debootstrap debian-archive-keyring gpgv wget redis-server postgresql iptables util-linux iproute2 prometheus)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

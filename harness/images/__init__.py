@@ -3,10 +3,11 @@
 The base image is a root file system made by debootstrap and imported with
 `docker import`. The runtime image adds a venv with wheels downloaded on the
 host, the harness code that containers run, and the entrypoints slot-redis
-and slot-postgres. Every role of a cluster runs from the runtime image.
+and slot-postgres. Every role of a cluster runs from the runtime image. The
+Prometheus image adds Debian's Prometheus binaries to the base image.
 """
 
-from harness.images.build import ImageSet, build_images
+from harness.images.build import ImageSet, build_images, ensure_prometheus_image
 from harness.images.inventory import (
     ImageInfo,
     images_present,
@@ -19,6 +20,7 @@ __all__ = [
     "ImageInfo",
     "ImageSet",
     "build_images",
+    "ensure_prometheus_image",
     "images_present",
     "list_images",
     "remove_stale_images",

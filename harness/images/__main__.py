@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             images = build_images(progress=progress, force=args.force)
             print(f"base {images.base}\nruntime {images.runtime} {images.runtime_id}")
+            if images.prometheus:
+                print(f"prometheus {images.prometheus}")
         elif args.command == "list":
             for info in list_images():
                 state = "up to date" if info.up_to_date else "stale"

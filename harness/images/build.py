@@ -16,6 +16,13 @@ from docker.models.images import Image
 from harness.errors import InfrastructureError
 from harness.images.base import build_base_image, remove_build_folder
 from harness.images.engine import connect
+from harness.images.prometheus import (
+    PROMETHEUS_REPOSITORY,
+    build_prometheus_image,
+    missing_binaries,
+    prometheus_hash,
+    prometheus_tag,
+)
 from harness.images.recipe import (
     BASE_REPOSITORY,
     BUILD_DIR,
@@ -42,11 +49,16 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ImageSet:
-    """The images a run uses: full tags, and the id of the runtime image."""
+    """The images a run uses: full tags, and the id of the runtime image.
+
+    prometheus is None when the host lacks Debian's Prometheus package, which
+    only `harness run --observe` and `harness stack` need.
+    """
 
     base: str
     runtime: str
     runtime_id: str
+    prometheus: str | None = None
 
 
 def build_images(progress: Progress | None = None, force: bool = False) -> ImageSet:
@@ -86,8 +98,53 @@ def build_images(progress: Progress | None = None, force: bool = False) -> Image
 
         _tag_latest(base, BASE_REPOSITORY)
         _tag_latest(runtime, RUNTIME_REPOSITORY)
+        prometheus = None
+        if missing_binaries():
+            report(
+                "prometheus image: skipped, Debian's package prometheus is not "
+                "installed (only --observe and `harness stack` need it)"
+            )
+        else:
+            prometheus = _ensure_prometheus(client, base, base_tag, force, report)
         report(f"images ready in {time.monotonic() - started:.1f} s: {base_tag}, {tag}")
-    return ImageSet(base=base_tag, runtime=tag, runtime_id=runtime.id)
+    return ImageSet(
+        base=base_tag,
+        runtime=tag,
+        runtime_id=runtime.id,
+        prometheus=prometheus,
+    )
+
+
+def ensure_prometheus_image(progress: Progress | None = None) -> str:
+    """Return the Prometheus image's tag, building it (and the base) if missing.
+
+    Raises InfrastructureError when Debian's Prometheus package is missing.
+    """
+    report = progress or logger.info
+    with connect() as client, _build_lock(report):
+        recipe = load_base_recipe()
+        base = _ensure_base(client, recipe, False, report)
+        return _ensure_prometheus(client, base, recipe.tag(), False, report)
+
+
+def _ensure_prometheus(
+    client: docker.DockerClient,
+    base: Image,
+    base_tag: str,
+    force: bool,
+    report: Progress,
+) -> str:
+    digest = prometheus_hash(base.id)
+    tag = prometheus_tag(digest)
+    image = None if force else find_image(client, tag, digest)
+    if image is not None:
+        report(f"prometheus image: {tag} is up to date")
+    else:
+        image = build_prometheus_image(
+            client, base_tag=base_tag, base_id=base.id, digest=digest, progress=report
+        )
+    _tag_latest(image, PROMETHEUS_REPOSITORY)
+    return tag
 
 
 def find_image(client: docker.DockerClient, tag: str, digest: str) -> Image | None:

@@ -12,6 +12,11 @@ import docker.errors
 from harness.errors import InfrastructureError
 from harness.images.build import find_image
 from harness.images.engine import connect
+from harness.images.prometheus import (
+    missing_binaries,
+    prometheus_hash,
+    prometheus_tag,
+)
 from harness.images.recipe import (
     PROJECT,
     PROJECT_LABEL,
@@ -34,7 +39,7 @@ class ImageInfo:
     id: str
     size: int  # bytes, the layers shared with other images included
     created: datetime
-    role: str  # "base" or "runtime"
+    role: str  # "base", "runtime" or "prometheus"
     up_to_date: bool  # the image that the current recipe and source need
 
 
@@ -55,7 +60,12 @@ def images_present() -> bool:
     nothing is known about the images.
     """
     with connect(QUERY_TIMEOUT_S) as client:
-        return len(_current_image_ids(client)) == 2
+        recipe = load_base_recipe()
+        base = find_image(client, recipe.tag(), recipe.hash())
+        if base is None:
+            return False
+        digest = runtime_hash(base.id)
+        return find_image(client, runtime_tag(digest), digest) is not None
 
 
 def list_images() -> list[ImageInfo]:
@@ -138,11 +148,27 @@ def _required_runtime_tag(client: docker.DockerClient) -> str:
 
 
 def _current_image_ids(client: docker.DockerClient) -> set[str]:
-    """Return the ids of the base and runtime images the source needs that exist."""
+    """Return the ids of the images the recipes and source need that exist."""
     recipe = load_base_recipe()
     base = find_image(client, recipe.tag(), recipe.hash())
     if base is None:
         return set()
+    current = {base.id}
     digest = runtime_hash(base.id)
     runtime = find_image(client, runtime_tag(digest), digest)
-    return {base.id} if runtime is None else {base.id, runtime.id}
+    if runtime is not None:
+        current.add(runtime.id)
+    # Without the package the hash is unknown, so any Prometheus image stays.
+    if missing_binaries():
+        current.update(
+            image.id
+            for image in client.images.list(
+                filters={"label": f"{ROLE_LABEL}=prometheus"}
+            )
+        )
+    else:
+        digest = prometheus_hash(base.id)
+        prometheus = find_image(client, prometheus_tag(digest), digest)
+        if prometheus is not None:
+            current.add(prometheus.id)
+    return current

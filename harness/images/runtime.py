@@ -54,7 +54,7 @@ def build_runtime_image(
         _fill_context(context, wheelhouse, recipe_dir, source_root, progress)
         progress(f"runtime image: building {tag} from {base_tag}")
         started = time.monotonic()
-        image = _docker_build(
+        image = docker_build(
             client,
             context,
             tag,
@@ -107,14 +107,16 @@ def _ignore_markers(directory: str, names: list[str]) -> list[str]:
     return [name for name in names if name.startswith(".")]
 
 
-def _docker_build(
+def docker_build(
     client: docker.DockerClient,
     context: Path,
     tag: str,
     *,
     base_tag: str,
     labels: dict[str, str],
+    dockerfile_hint: str = "images/runtime/Dockerfile",
 ) -> Image:
+    """Build context into tag with the classic builder and no network."""
     try:
         image, _log = client.images.build(
             path=os.fspath(context),
@@ -129,7 +131,7 @@ def _docker_build(
     except docker.errors.BuildError as err:
         raise InfrastructureError(
             f"docker build of {tag} failed: {err.msg}. The Dockerfile is "
-            f"images/runtime/Dockerfile. Last build output:\n{_log_tail(err)}"
+            f"{dockerfile_hint}. Last build output:\n{_log_tail(err)}"
         ) from err
     except docker.errors.DockerException as err:
         raise InfrastructureError(
