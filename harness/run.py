@@ -34,6 +34,7 @@ from harness.final_state import read_batches, read_completions, read_store_rows
 from harness.history import HistoryWriter, Operation, load_history
 from harness.metrics import HarnessMetrics
 from harness.nemesis import FaultContext, preflight, start_faults
+from harness.observe import Observation, ObserveOptions
 from harness.report.counterexample import attach_counterexamples
 from harness.report.results import (
     EXIT_INTERRUPTED,
@@ -116,6 +117,9 @@ class Run:
         self.console = console
         self.versions = versions
         self.metrics = HarnessMetrics()
+        self.metrics.describe_run(
+            run_id, scenario.name, scenario.strategy, scenario.seed, scenario.settle_s
+        )
         self.online = OnlineChecker()
         self.online_reported = 0
         # Seconds from the run's start to the first violation the online
@@ -233,8 +237,12 @@ class Run:
             storm_start=time.monotonic(),
             storm_duration_s=plan.duration_s,
             batch_ids=[batch.batch_id for batch in plan.batches],
+            on_window=self.metrics.fault_window,
         )
         fault_tasks = start_faults(self.scenario.faults, ctx, self.scenario.seed)
+        # The firing after which each batch has had all its events.
+        last_firing = {event.batch_id: n for n, event in enumerate(plan.firings, 1)}
+        batch_done_at = {n: batch_id for batch_id, n in last_firing.items()}
         progress = Progress(
             TextColumn("storm"),
             BarColumn(),
@@ -247,6 +255,8 @@ class Run:
             task = progress.add_task("storm", total=len(plan.firings), status="")
 
             def on_firing(fired: int) -> None:
+                if fired in batch_done_at:
+                    self.metrics.batch_fired(batch_done_at[fired])
                 active = ", ".join(f"{k}" for k, n in ctx.active.items() if n > 0)
                 violations = sum(self.online.violations.values())
                 status = f"faults: {active or 'none'}  online violations: {violations}"
@@ -303,6 +313,26 @@ class Run:
         temporary.write_text(json.dumps(final_state, indent=1, sort_keys=True) + "\n")
         temporary.replace(path)
         return final_state
+
+
+def _observation(
+    options: ObserveOptions | None, run: Run, console: Console
+) -> Observation:
+    def coordinator_ports() -> dict[str, int | None]:
+        members = run.cluster.members
+        return {
+            name: members[name].host_port if name in members else None
+            for name in run.cluster.instance_names
+        }
+
+    return Observation(
+        options or ObserveOptions(),
+        run.metrics,
+        coordinator_ports,
+        run.run_id,
+        run.run_dir,
+        lambda line: console.print(line, highlight=False),
+    )
 
 
 def _rounded(seconds: float | None) -> float | None:
@@ -375,6 +405,7 @@ async def execute_run(
     coordinator_image: str | None = None,
     cluster: DockerCluster | None = None,
     scenario_text: str | None = None,
+    observe: ObserveOptions | None = None,
 ) -> RunOutcome:
     """Runs one scenario end to end and writes its run folder.
 
@@ -417,6 +448,7 @@ async def execute_run(
         "versions": versions(runtime_image, coordinator_image),
     }
     run: Run | None = None
+    observation: Observation | None = None
     try:
         if owns_cluster:
             cluster = DockerCluster(
@@ -443,8 +475,13 @@ async def execute_run(
 
         run = Run(scenario, run_dir, run_id, cluster, console, results["versions"])
         run.started = started
+        observation = _observation(observe, run, console)
+        await asyncio.to_thread(observation.start)
         outcome = await run.execute()
         run.history.close()
+        alerts = await asyncio.to_thread(observation.finish)
+        if alerts is not None:
+            results["alerts"] = alerts
 
         verdicts, _ = check_run_dir(run_dir)
         expect = scenario.expect.model_dump()
@@ -483,6 +520,8 @@ async def execute_run(
         raise
     finally:
         results["duration_s"] = round(time.monotonic() - started, 2)
+        if observation is not None:
+            await asyncio.shield(asyncio.to_thread(observation.stop))
         if run is not None:
             run.history.close()
             run.metrics.save(run_dir / "metrics.prom")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,8 @@ class FaultContext:
     deliveries: DeliveryFeed = field(default_factory=DeliveryFeed)
     # Faults currently in effect, by kind, for the progress display.
     active: dict[str, int] = field(default_factory=dict)
+    # Told of every window's start and end, for the harness's metrics.
+    on_window: Callable[[str, str], None] = lambda _kind, _phase: None
 
     async def sleep_until(self, offset_s: float) -> None:
         delay = self.storm_start + offset_s - time.monotonic()
@@ -83,3 +86,4 @@ class FaultContext:
         self.history.append("nemesis", "nemesis", kind, {"phase": phase, **value})
         delta = 1 if phase == "start" else -1
         self.active[kind] = self.active.get(kind, 0) + delta
+        self.on_window(kind, phase)

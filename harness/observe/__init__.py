@@ -1,0 +1,21 @@
+"""Observing runs: the harness's metrics endpoint, Prometheus and alert rules."""
+
+from harness.observe.endpoint import MetricsEndpoint, discovery_document
+from harness.observe.prometheus import RULES_FILE, PrometheusServer
+from harness.observe.session import (
+    Observation,
+    ObserveOptions,
+    observed_range,
+    serve_saved,
+)
+
+__all__ = [
+    "RULES_FILE",
+    "MetricsEndpoint",
+    "Observation",
+    "ObserveOptions",
+    "PrometheusServer",
+    "discovery_document",
+    "observed_range",
+    "serve_saved",
+]
