@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.coordinator.strategies import STRATEGY_NAMES
+from harness.dashboards import app as dashboards_app
 from harness.errors import HarnessError
 from harness.report.results import (
     EXIT_BAD_INPUT,
@@ -44,6 +45,11 @@ images_app = typer.Typer(
 scenario_app = typer.Typer(no_args_is_help=True, help="Scenario file tools.")
 app.add_typer(images_app, name="images")
 app.add_typer(scenario_app, name="scenario")
+app.add_typer(
+    dashboards_app,
+    name="dashboards",
+    help="Build the Grafana dashboards in dashboards/ into Grafana JSON.",
+)
 
 # Rich falls back to 80 columns when output is not a terminal (a CI log),
 # which folds the verdict table's reasons into narrow columns.
@@ -97,8 +103,32 @@ def run(
     reports: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path(
         "reports"
     ),
+    observe: Annotated[
+        bool,
+        typer.Option(
+            help="Run a Prometheus that scrapes the harness and every coordinator, "
+            "with the alert rules; its data stays in the run folder."
+        ),
+    ] = False,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port on 127.0.0.1 for the harness's /metrics; 0 picks a free one.",
+        ),
+    ] = 0,
+    prometheus_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port on 127.0.0.1 for Prometheus with --observe; 0 picks one.",
+        ),
+    ] = 0,
 ) -> None:
     """Runs a scenario on Docker and checks every invariant."""
+    from harness.observe import ObserveOptions
     from harness.run import check_docker, execute_run
 
     try:
@@ -109,6 +139,11 @@ def run(
         if scenario.coordinator_image:
             _require_local_image(client, scenario.coordinator_image)
         runtime_image = _ensure_images()
+        options = ObserveOptions(
+            prometheus_image=_prometheus_image() if observe else None,
+            metrics_port=metrics_port,
+            prometheus_port=prometheus_port,
+        )
     except HarnessError as err:
         raise _fail(err) from err
 
@@ -119,6 +154,7 @@ def run(
             console,
             runtime_image=runtime_image,
             coordinator_image=scenario.coordinator_image,
+            observe=options,
         ),
         "the run folder keeps what ran",
     )
@@ -181,6 +217,51 @@ def _ensure_images() -> str:
     console.print("images missing or out of date: building them (first time: ~2 min)")
     image_set = build_images(progress=lambda msg: console.print(f"  {msg}"))
     return image_set.runtime
+
+
+def _prometheus_image() -> str:
+    from harness.images import ensure_prometheus_image
+
+    return ensure_prometheus_image(progress=lambda msg: console.print(f"  {msg}"))
+
+
+@app.command()
+def observe(
+    run_dir: Annotated[
+        Path, typer.Argument(help="The folder of a run made with --observe.")
+    ],
+    port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="Port on 127.0.0.1 for Prometheus; 0 picks one."
+        ),
+    ] = 0,
+) -> None:
+    """Serves an observed run's saved Prometheus data again, until Ctrl-C."""
+    from harness.observe import observed_range, serve_saved
+
+    try:
+        if not run_dir.is_dir():
+            raise HarnessError(
+                f"run folder {run_dir} does not exist; pass a folder under reports/"
+            )
+        start, end = observed_range(run_dir)
+        server = serve_saved(run_dir, _prometheus_image(), port)
+    except HarnessError as err:
+        raise _fail(err) from err
+    console.print(
+        f"prometheus: {server.url}, serving {run_dir} "
+        f"(unix time {start:.0f} to {end:.0f}); Ctrl-C stops it"
+    )
+    # Blocked, then waited for: Ctrl-C and SIGTERM both end the wait, and
+    # neither can land half-way through the stop below.
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    try:
+        signal.sigwait(stopping)
+    finally:
+        server.stop()
+        console.print("prometheus stopped; the data stays in the run folder")
 
 
 @app.command()
