@@ -303,13 +303,7 @@ class PrometheusServer:
 
 
 def _timestamp(text: str) -> float:
-    """Parse Prometheus's RFC 3339 times, whose fractions have up to 9 digits."""
+    """Parse Prometheus's RFC 3339 times; a target never scraped has year 1."""
     if text.startswith("0001-01-01"):
         return 0.0
-    head, _, rest = text.partition(".")
-    if not rest:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    digits = "".join(ch for ch in rest if ch.isdigit())
-    zone = rest[len(digits) :].replace("Z", "+00:00")
-    stamp = datetime.fromisoformat(f"{head}.{digits[:6].ljust(6, '0')}{zone}")
-    return stamp.timestamp()
+    return datetime.fromisoformat(text).timestamp()
