@@ -33,7 +33,7 @@ from harness.topology.labels import run_labels
 log = logging.getLogger(__name__)
 
 RULES_FILE = Path(__file__).with_name("alerts.yml")
-# Where the config folder and the data folder appear inside the container.
+# Mount points of the config folder and the data folder inside the container.
 CONFIG_MOUNT = "/etc/slot-harness/prometheus"
 DATA_MOUNT = "/prometheus"
 
@@ -240,14 +240,14 @@ class PrometheusServer:
         except urllib.error.HTTPError as err:
             body = json.loads(err.read() or b"{}")
             raise HarnessError(
-                f"Prometheus refused {path} {params}: {body.get('error', err)}"
+                f"Prometheus rejected {path} {params}: {body.get('error', err)}"
             ) from err
         except (urllib.error.URLError, OSError) as err:
             raise InfrastructureError(
-                f"Prometheus on {self.url} did not answer {path}: {err}"
+                f"Prometheus on {self.url} did not respond to {path}: {err}"
             ) from err
         if body.get("status") != "success":
-            raise HarnessError(f"Prometheus answered {path} with {body}")
+            raise HarnessError(f"Prometheus returned {body} for {path}")
         return body["data"]
 
     def query_range(
@@ -259,7 +259,7 @@ class PrometheusServer:
     def wait_for_fresh_data(self, after: float) -> bool:
         """Wait until each healthy target was scraped and rules evaluated after `after`.
 
-        Returns False when FRESH_DEADLINE_S passes first; the run then saves
+        Returns False when FRESH_DEADLINE_S passes first. The run then saves
         what Prometheus has.
         """
         deadline = time.monotonic() + FRESH_DEADLINE_S

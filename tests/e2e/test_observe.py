@@ -1,8 +1,8 @@
 """Observed runs: a real Prometheus scrapes the run, and every panel has data.
 
 Each test runs a short scenario with Prometheus, then starts Prometheus again
-on the data the run saved (as `harness observe` does) and asks its HTTP API
-for every query of every generated dashboard panel.
+on the data the run saved (as `harness observe` does) and sends its HTTP API a query
+for every target of every generated dashboard panel.
 """
 
 from __future__ import annotations
@@ -106,9 +106,7 @@ def test_every_dashboard_has_panels_and_the_fault_annotation():
     assert all("$" not in expr for _, _, expr in queries)
 
 
-async def test_every_panel_query_has_data_on_an_observed_correct_run(
-    cluster, runtime_image, tmp_path
-):
+async def test_panel_queries_have_data_on_watch(cluster, runtime_image, tmp_path):
     outcome = await observed_run(cluster, runtime_image, tmp_path, "watch")
     assert outcome.exit_code == 0, outcome.results["verdicts"]
     start, end = observed_range(outcome.run_dir)
@@ -134,9 +132,7 @@ async def test_every_panel_query_has_data_on_an_observed_correct_run(
     }
 
 
-async def test_violation_panels_show_a_faulty_run_and_its_alert_fires(
-    cluster, runtime_image, tmp_path
-):
+async def test_violations_and_alert_on_check_then_act(cluster, runtime_image, tmp_path):
     outcome = await observed_run(cluster, runtime_image, tmp_path, "check-then-act")
     assert outcome.results["online_violations"]["one-slot-per-content"] > 0
     start, end = observed_range(outcome.run_dir)

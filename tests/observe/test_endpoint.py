@@ -37,7 +37,7 @@ def operation(f: str, type_: str) -> Operation:
     return Operation(index=0, time_ns=0, process=1, type=type_, f=f, value={})
 
 
-def test_discovery_names_each_instance_and_leaves_out_stopped_ones():
+def test_discovery_skips_stopped_instances():
     document = discovery_document({"c2": 40002, "c1": 40001, "c3": None})
 
     assert document == [
@@ -46,7 +46,7 @@ def test_discovery_names_each_instance_and_leaves_out_stopped_ones():
     ]
 
 
-def test_endpoint_serves_metrics_and_current_targets_on_loopback():
+def test_endpoint_serves_metrics_and_targets():
     metrics = HarnessMetrics()
     metrics.describe_run("r1", "smoke", "watch", 7, 15.0)
     metrics.observe(operation("content", "ok"), 12.0)
@@ -59,7 +59,8 @@ def test_endpoint_serves_metrics_and_current_targets_on_loopback():
         _, _, targets = get(f"{endpoint.url}/targets")
         missing = get(f"{endpoint.url}/nothing")
 
-    assert status == 200 and content_type.startswith("text/plain")
+    assert status == 200
+    assert content_type.startswith("text/plain")
     values = samples(body)
     assert (
         values[("harness_operations_total", (("kind", "content"), ("outcome", "ok")))]
@@ -88,7 +89,7 @@ def test_endpoint_listens_on_loopback_only():
         assert endpoint._server.server_address[0] == "127.0.0.1"
 
 
-def test_a_taken_port_is_an_error_naming_the_port_and_the_option():
+def test_endpoint_taken_port_names_the_option():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -33,7 +33,7 @@ def test_promtool_accepts_the_alert_rules():
     assert "SUCCESS: 3 rules found" in result.stdout
 
 
-def test_alert_rules_fire_and_stay_silent_as_their_unit_tests_say(tmp_path):
+def test_alert_rules_pass_their_unit_tests(tmp_path):
     shutil.copy2(RULES_FILE, tmp_path / "alerts.yml")
     shutil.copy2(ALERT_TESTS, tmp_path / "alerts_test.yml")
 
@@ -42,7 +42,7 @@ def test_alert_rules_fire_and_stay_silent_as_their_unit_tests_say(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_alert_unit_tests_fail_when_a_threshold_is_loosened(tmp_path):
+def test_alert_unit_tests_catch_a_loose_threshold(tmp_path):
     rules = RULES_FILE.read_text().replace(
         "(harness_online_violations_total) > 0", "(harness_online_violations_total) > 5"
     )
@@ -60,7 +60,7 @@ def test_alert_unit_tests_fail_when_a_threshold_is_loosened(tmp_path):
     "config", [observe_config(19191), replay_config()], ids=["observe", "replay"]
 )
 def test_promtool_accepts_the_configs_a_run_writes(tmp_path, config):
-    # Inside the container the rules sit under /etc; here, beside the config.
+    # Inside the container the rules are under /etc. Here they are beside the config.
     config = {
         **config,
         "rule_files": [str(tmp_path / RULES_FILE.name)]
@@ -77,7 +77,7 @@ def test_promtool_accepts_the_configs_a_run_writes(tmp_path, config):
     assert "SUCCESS" in result.stdout
 
 
-def test_observe_config_scrapes_the_harness_and_discovers_coordinators():
+def test_observe_config_scrapes_harness_and_coordinators():
     config = observe_config(19191)
 
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
