@@ -100,7 +100,15 @@ def _latency_panels():
         ),
     )
     with_target_line(postgres, POSTGRES_TARGET_S)
-    return [coordination, redis, postgres]
+    client = timeseries_panel(
+        "Latency the harness saw (target p99 < 1 s)",
+        "Time from a request's send to its reply at the harness, network and "
+        "queueing included, all operation kinds and outcomes.",
+        SECONDS,
+        latency_queries("harness_operation_latency_seconds", 'job="harness"'),
+    )
+    with_target_line(client, COORDINATION_TARGET_S)
+    return [coordination, redis, postgres, client]
 
 
 def build() -> Dashboard:
