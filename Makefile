@@ -1,4 +1,5 @@
-# `make run` runs the smoke scenario on Docker; `make test` runs the whole suite.
+# `make run` runs the smoke scenario on Docker, observed by Prometheus; `make test`
+# runs the whole suite.
 # Both bootstrap what they need: Debian packages, the virtualenv, the images.
 
 VENV := .venv
@@ -12,7 +13,7 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(HARNESS) run scenarios/smoke.yaml
+	$(HARNESS) run scenarios/smoke.yaml --observe
 
 # Every faulty strategy caught, no correct one flagged, over 5 seeds (under
 # an hour); zoo-quick runs one seed (about ten minutes). Not part of `make test`.

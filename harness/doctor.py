@@ -64,6 +64,24 @@ def check_debootstrap() -> CheckResult:
     )
 
 
+def check_prometheus() -> CheckResult:
+    from harness.images.prometheus import PACKAGE_HINT, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        return CheckResult(
+            "prometheus",
+            "warn",
+            f"{', '.join(map(str, missing))} missing; only --observe, "
+            f"`harness stack` and the promtool tests need it: {PACKAGE_HINT}",
+        )
+    return CheckResult(
+        "prometheus",
+        "ok",
+        "Debian's prometheus and promtool, for --observe and its image",
+    )
+
+
 def check_netem() -> CheckResult:
     from harness.topology.network import netem_available
 
@@ -154,6 +172,7 @@ def run_checks() -> list[CheckResult]:
         check_docker(),
         check_images(),
         check_debootstrap(),
+        check_prometheus(),
         check_iptables(),
         check_statistic_match(),
         check_netem(),
