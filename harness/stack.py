@@ -1,0 +1,523 @@
+"""`harness stack up` and `harness stack down`: a live stack to watch a cluster.
+
+The stack runs N coordinators, Redis, Postgres and Prometheus (and Grafana on
+request) with Compose, from the project's own images. Its ports are published
+on 127.0.0.1 only. Unlike a run's cluster it has no owner process, so it stays
+up until `harness stack down` (or `harness down --all`) removes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import docker
+import docker.errors
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from harness.compose import (
+    BASE_FILE,
+    DEFAULT_PROJECT,
+    LABEL_STACK,
+    LABEL_STACK_PROJECT,
+    PROMETHEUS_PORT,
+    ComposeTool,
+    StackSpec,
+    compose_environment,
+    detect_compose_tool,
+    down_command,
+    up_command,
+    write_generated_files,
+)
+from harness.coordinator.strategies import STRATEGY_NAMES
+from harness.errors import HarnessError, InfrastructureError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="A long-running stack (coordinators, Redis, Postgres, Prometheus) to "
+    "watch a cluster live.",
+)
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+LOG_TAIL_LINES = 20
+POLL_INTERVAL_S = 1.0
+# Compose's own service label, set on every container it starts.
+LABEL_SERVICE = "com.docker.compose.service"
+# The pattern Compose accepts for a project name.
+PROJECT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+class StackError(InfrastructureError):
+    """A stack that failed to start; the message names the failing services."""
+
+    def __init__(self, message: str, failing: list[str]) -> None:
+        super().__init__(message)
+        self.failing = failing
+
+
+def _fail(err: HarnessError) -> typer.Exit:
+    err_console.print(
+        f"[bold red]error:[/bold red] {escape(str(err))}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return typer.Exit(err.exit_code)
+
+
+# --- input and preconditions ---------------------------------------------------
+
+
+def validate_spec(spec: StackSpec, grafana: bool) -> None:
+    """Raise HarnessError (exit 2) for a strategy, project or ports that cannot run."""
+    if spec.strategy not in STRATEGY_NAMES:
+        raise HarnessError(
+            f"--strategy {spec.strategy!r} is not a strategy; use one of "
+            f"{', '.join(STRATEGY_NAMES)}"
+        )
+    if not PROJECT_PATTERN.fullmatch(spec.project):
+        raise HarnessError(
+            f"--project-name {spec.project!r} is invalid; use lower-case letters, "
+            "digits, '-' and '_', starting with a letter or digit"
+        )
+    ports = spec.coordinator_ports()
+    last = max(ports.values())
+    if last > 65535:
+        raise HarnessError(
+            f"--coordinator-port {spec.coordinator_port} with {spec.instances} "
+            f"instances needs ports up to {last}, above 65535; pass a lower "
+            "--coordinator-port"
+        )
+    other_ports = {spec.prometheus_port: "--prometheus-port"}
+    if grafana:
+        other_ports[spec.grafana_port] = "--grafana-port"
+    for port, option in other_ports.items():
+        if spec.coordinator_port <= port <= last:
+            raise HarnessError(
+                f"{option} {port} falls in the coordinators' ports "
+                f"{spec.coordinator_port}..{last}; pass ports that do not overlap"
+            )
+    if grafana and spec.grafana_port == spec.prometheus_port:
+        raise HarnessError(
+            f"--grafana-port and --prometheus-port are both {spec.prometheus_port}; "
+            "pass two different ports"
+        )
+
+
+def require_images(client: docker.DockerClient, images: list[str]) -> None:
+    """Raise InfrastructureError naming each image that is not in this engine."""
+    missing = []
+    for image in images:
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            missing.append(image)
+        except docker.errors.APIError as err:
+            raise InfrastructureError(
+                f"inspecting the image {image!r} failed: {err}; check the Docker "
+                "daemon's log"
+            ) from err
+    if missing:
+        raise InfrastructureError(
+            f"image(s) {', '.join(missing)} not found in this Docker Engine, and "
+            "the stack pulls nothing; run `harness images build`"
+        )
+
+
+def grafana_image() -> str:
+    """Return GRAFANA_IMAGE, or raise when it is unset."""
+    image = os.environ.get("GRAFANA_IMAGE", "").strip()
+    if not image:
+        raise HarnessError(
+            "--grafana needs GRAFANA_IMAGE set to a Grafana image already in this "
+            "Docker Engine (none is built here); load one with `docker load`, then "
+            "run again with GRAFANA_IMAGE=<image>"
+        )
+    return image
+
+
+def busy_ports(ports: list[int]) -> list[int]:
+    """Return the ports of ``ports`` that something already listens on at 127.0.0.1."""
+    busy = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # With SO_REUSEADDR, a port whose only sockets are in TIME_WAIT (a
+            # stack just removed after serving requests) counts as free. A port
+            # with a listener is still reported busy.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:
+                    raise
+                busy.append(port)
+    return busy
+
+
+def stack_filters(project: str) -> dict:
+    return {"label": [f"{LABEL_STACK}=1", f"{LABEL_STACK_PROJECT}={project}"]}
+
+
+# --- health -----------------------------------------------------------------------
+
+
+def service_containers(client: docker.DockerClient, project: str) -> dict[str, object]:
+    """Map each service of the stack to its container, as the engine lists them."""
+    containers = client.containers.list(all=True, filters=stack_filters(project))
+    return {c.labels.get(LABEL_SERVICE, c.name): c for c in containers}
+
+
+def service_state(container) -> str:
+    """Return healthy, starting, unhealthy or exited for one container.
+
+    A container with no healthcheck (Grafana) counts as healthy once it runs.
+    """
+    state = container.attrs.get("State") or {}
+    if state.get("Status") in ("exited", "dead", "removing"):
+        return "exited"
+    health = (state.get("Health") or {}).get("Status")
+    if health is None:
+        return "healthy" if state.get("Status") == "running" else "starting"
+    return health
+
+
+def service_states(
+    client: docker.DockerClient, project: str, services: list[str]
+) -> dict[str, str]:
+    """Map each service to its state, or to "missing" when it has no container."""
+    containers = service_containers(client, project)
+    return {
+        name: service_state(containers[name]) if name in containers else "missing"
+        for name in services
+    }
+
+
+def wait_healthy(
+    client: docker.DockerClient, project: str, services: list[str], timeout_s: float
+) -> None:
+    """Poll until every service is healthy; raise StackError on exit or deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = service_states(client, project, services)
+        broken = [n for n, s in states.items() if s in ("exited", "unhealthy")]
+        if broken:
+            raise StackError(
+                _describe("failed", broken, states) + "; their last log lines follow",
+                broken,
+            )
+        if all(s == "healthy" for s in states.values()):
+            return
+        if time.monotonic() >= deadline:
+            waiting = [n for n, s in states.items() if s != "healthy"]
+            raise StackError(
+                _describe(f"not healthy within {timeout_s:.0f} s:", waiting, states)
+                + "; pass a longer --timeout if the machine is busy; their last log "
+                "lines follow",
+                waiting,
+            )
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _describe(what: str, names: list[str], states: dict[str, str]) -> str:
+    listed = ", ".join(f"{n} ({states[n]})" for n in names)
+    return f"stack services {what} {listed}"
+
+
+def print_last_logs(client: docker.DockerClient, project: str, names: list[str]):
+    containers = service_containers(client, project)
+    for name in names:
+        container = containers.get(name)
+        if container is None:
+            err_console.print(f"--- {name}: no container was created")
+            continue
+        try:
+            text = container.logs(tail=LOG_TAIL_LINES).decode(errors="replace")
+        except docker.errors.APIError as err:
+            text = f"logs unavailable: {err}\n"
+        err_console.print(
+            f"--- {name}: last {LOG_TAIL_LINES} log lines", highlight=False
+        )
+        err_console.out(text.rstrip("\n"), highlight=False)
+
+
+# --- up ---------------------------------------------------------------------------
+
+
+def run_compose(argv: list[str], env: dict[str, str], timeout_s: float) -> None:
+    """Run one Compose command; raise InfrastructureError with its output on failure."""
+    try:
+        result = subprocess.run(
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=max(timeout_s, 1.0),
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise InfrastructureError(
+            f"{' '.join(argv[:3])} ... timed out after {timeout_s:.0f} s; pass a "
+            "longer --timeout, or see `docker ps` for the stuck container"
+        ) from err
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip().splitlines()
+        raise InfrastructureError(
+            f"`{' '.join(argv)}` failed with exit code {result.returncode}:\n"
+            + "\n".join(output[-LOG_TAIL_LINES:])
+        )
+
+
+@dataclass
+class StartedStack:
+    spec: StackSpec
+    grafana: bool
+
+    def urls(self) -> dict[str, str]:
+        urls = {"prometheus": f"http://127.0.0.1:{self.spec.prometheus_port}"}
+        for name, port in self.spec.coordinator_ports().items():
+            urls[name] = f"http://127.0.0.1:{port}"
+        if self.grafana:
+            urls["grafana"] = f"http://127.0.0.1:{self.spec.grafana_port}"
+        return urls
+
+
+def start_stack(
+    client: docker.DockerClient,
+    tool: ComposeTool,
+    spec: StackSpec,
+    grafana: bool,
+    timeout_s: float,
+) -> StartedStack:
+    """Start the stack with Compose and wait until every service is healthy."""
+    deadline = time.monotonic() + timeout_s
+
+    # Ports are checked only for a new stack: a running one already binds them.
+    if not service_containers(client, spec.project):
+        ports = [spec.prometheus_port, *spec.coordinator_ports().values()]
+        if grafana:
+            ports.append(spec.grafana_port)
+        busy = busy_ports(ports)
+        if busy:
+            raise HarnessError(
+                f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use; pass "
+                "other ports (--prometheus-port, --coordinator-port) or stop what "
+                "listens there"
+            )
+
+    alerts = write_generated_files(spec)
+    if alerts == spec.empty_alerts_file:
+        console.print(
+            "warning: harness/observe/alerts.yml is missing, so Prometheus runs "
+            "with no alert rules"
+        )
+    env = compose_environment(spec, alerts, os.environ)
+    services = ["redis", "postgres", "prometheus", *spec.coordinator_names]
+    if grafana:
+        services.append("grafana")
+    try:
+        run_compose(up_command(tool, spec, grafana), env, deadline - time.monotonic())
+    except InfrastructureError as err:
+        # Compose stops when a dependency exits or turns unhealthy, and the
+        # logs of that dependency show why. A service still starting is
+        # listed only when none has failed outright.
+        states = service_states(client, spec.project, services)
+        failing = [n for n, s in states.items() if s in ("exited", "unhealthy")]
+        if not failing:
+            failing = [n for n, s in states.items() if s == "starting"]
+        raise StackError(str(err), failing) from err
+    wait_healthy(client, spec.project, services, deadline - time.monotonic())
+    return StartedStack(spec, grafana)
+
+
+@app.command()
+def up(
+    instances: Annotated[
+        int, typer.Option(min=1, max=50, help="Number of coordinator instances.")
+    ] = 3,
+    strategy: Annotated[
+        str,
+        typer.Option(help=f"Coordinator strategy: one of {', '.join(STRATEGY_NAMES)}."),
+    ] = "lua",
+    prometheus_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Prometheus port on 127.0.0.1.")
+    ] = PROMETHEUS_PORT,
+    coordinator_port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Port of c1 on 127.0.0.1; c2, c3, ... take the next ports.",
+        ),
+    ] = 18081,
+    grafana: Annotated[
+        bool,
+        typer.Option(
+            help="Also start Grafana (profile grafana) from the image in GRAFANA_IMAGE."
+        ),
+    ] = False,
+    grafana_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Grafana port on 127.0.0.1.")
+    ] = 3000,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=1.0, help="Seconds to wait for every service to become healthy."
+        ),
+    ] = 180.0,
+    project_name: Annotated[
+        str,
+        typer.Option(
+            help="Compose project name; stacks with different names and ports can "
+            "run side by side."
+        ),
+    ] = DEFAULT_PROJECT,
+) -> None:
+    """Starts the stack and waits until every service is healthy, then prints URLs."""
+    from harness.run import check_docker
+
+    spec = StackSpec(
+        instances=instances,
+        strategy=strategy,
+        prometheus_port=prometheus_port,
+        coordinator_port=coordinator_port,
+        project=project_name,
+        grafana_port=grafana_port,
+    )
+    client = None
+    try:
+        validate_spec(spec, grafana)
+        images = [spec.runtime_image, spec.prometheus_image]
+        if grafana:
+            images.append(grafana_image())
+        client = check_docker()
+        require_images(client, images)
+        tool = detect_compose_tool()
+        started = start_stack(client, tool, spec, grafana, timeout)
+    except StackError as err:
+        error = _fail(err)
+        print_last_logs(client, spec.project, err.failing)
+        err_console.print(
+            "the stack is left as it is for inspection; "
+            f"`harness stack down --project-name {spec.project}` removes it"
+        )
+        raise error from err
+    except HarnessError as err:
+        raise _fail(err) from err
+
+    console.print(
+        f"stack {spec.project} is up ({spec.instances} x {spec.strategy}, "
+        f"{tool.display_name} {tool.version}):"
+    )
+    for name, url in started.urls().items():
+        console.print(f"  {name:<10} {url}", highlight=False)
+
+
+# --- down -------------------------------------------------------------------------
+
+
+@dataclass
+class RemovedStack:
+    containers: list[str]
+    networks: list[str]
+    volumes: list[str]
+
+
+def remove_stack_resources(client: docker.DockerClient, project: str) -> RemovedStack:
+    """Remove every container, then network, then volume with the stack's labels."""
+    filters = stack_filters(project)
+    removed = RemovedStack([], [], [])
+    for container in client.containers.list(all=True, filters=filters):
+        try:
+            container.remove(force=True, v=True)
+            removed.containers.append(container.name)
+        except docker.errors.NotFound:
+            pass
+    for network in client.networks.list(filters=filters):
+        try:
+            network.remove()
+            removed.networks.append(network.name)
+        except docker.errors.NotFound:
+            pass
+    for volume in client.volumes.list(filters=filters):
+        try:
+            volume.remove(force=True)
+            removed.volumes.append(volume.name)
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+def stop_with_compose(tool: ComposeTool, spec: StackSpec) -> None:
+    """Run `down --volumes` on the project's files; a failure is only reported.
+
+    The label sweep after it removes whatever Compose left behind.
+    """
+    files = [BASE_FILE]
+    if spec.coordinators_file.is_file():
+        files.append(spec.coordinators_file)
+    alerts = spec.empty_alerts_file
+    env = compose_environment(spec, alerts, os.environ)
+    try:
+        run_compose(down_command(tool, spec.project, files), env, 120.0)
+    except InfrastructureError as err:
+        err_console.print(
+            f"warning: {escape(str(err))}\nremoving the stack's resources by label",
+            highlight=False,
+        )
+
+
+@app.command()
+def down(
+    project_name: Annotated[
+        str, typer.Option(help="Compose project name given to `up`.")
+    ] = DEFAULT_PROJECT,
+) -> None:
+    """Removes the stack: `compose down --volumes`, then anything left by label."""
+    from harness.run import check_docker
+
+    spec = StackSpec(project=project_name)
+    try:
+        if not PROJECT_PATTERN.fullmatch(spec.project):
+            raise HarnessError(
+                f"--project-name {spec.project!r} is invalid; pass the name given "
+                "to `harness stack up`"
+            )
+        client = check_docker()
+    except HarnessError as err:
+        raise _fail(err) from err
+
+    try:
+        stop_with_compose(detect_compose_tool(), spec)
+    except InfrastructureError as err:
+        err_console.print(
+            f"warning: {escape(str(err))}; removing by label only", highlight=False
+        )
+    try:
+        removed = remove_stack_resources(client, spec.project)
+    except docker.errors.APIError as err:
+        raise _fail(
+            InfrastructureError(
+                f"removing the resources of stack {spec.project} failed: {err}; "
+                "run `harness stack down` again, or remove them with `docker rm -f`"
+            )
+        ) from err
+    for path in (spec.coordinators_file, spec.prometheus_file, spec.empty_alerts_file):
+        path.unlink(missing_ok=True)
+    if spec.generated_dir.is_dir() and not any(spec.generated_dir.iterdir()):
+        spec.generated_dir.rmdir()
+    console.print(
+        f"stack {spec.project} removed; the label sweep found "
+        f"{len(removed.containers)} containers, {len(removed.networks)} networks "
+        f"and {len(removed.volumes)} volumes that Compose left"
+    )
