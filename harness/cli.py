@@ -33,6 +33,7 @@ from harness.report.results import (
     print_verdicts,
 )
 from harness.scenario import load_scenario, scenario_schema
+from harness.stack import app as stack_app
 
 app = typer.Typer(
     add_completion=False,
@@ -49,6 +50,11 @@ app.add_typer(
     dashboards_app,
     name="dashboards",
     help="Build the Grafana dashboards in dashboards/ into Grafana JSON.",
+)
+app.add_typer(
+    stack_app,
+    name="stack",
+    help="A long-running Compose stack with Prometheus, for watching a cluster live.",
 )
 
 # Rich falls back to 80 columns when output is not a terminal (a CI log),

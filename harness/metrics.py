@@ -100,14 +100,20 @@ class HarnessMetrics:
         )
         self.batch_sent = Gauge(
             "harness_batch_sent_timestamp_seconds",
-            "Unix time the storm fired the last event of the batch",
+            "Unix time the storm had fired every event of the batch at least once",
             ["batch"],
             registry=self.registry,
         )
         self.settle = Gauge(
             "harness_settle_seconds",
-            "The scenario's settle time: how long a batch may take to complete "
-            "after its last event",
+            "The scenario's settle time: how long after the storm and its "
+            "redelivery every batch may take to complete",
+            registry=self.registry,
+        )
+        self.settle_deadline = Gauge(
+            "harness_settle_deadline_timestamp_seconds",
+            "Unix time by which every batch must be complete: set when the "
+            "settle phase starts",
             registry=self.registry,
         )
 
@@ -133,6 +139,9 @@ class HarnessMetrics:
 
     def batch_fired(self, batch_id: str) -> None:
         self.batch_sent.labels(batch_id).set(time.time())
+
+    def settle_started(self, settle_s: float) -> None:
+        self.settle_deadline.set(time.time() + settle_s)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -240,9 +240,9 @@ class Run:
             on_window=self.metrics.fault_window,
         )
         fault_tasks = start_faults(self.scenario.faults, ctx, self.scenario.seed)
-        # The firing after which each batch has had all its events.
-        last_firing = {event.batch_id: n for n, event in enumerate(plan.firings, 1)}
-        batch_done_at = {n: batch_id for batch_id, n in last_firing.items()}
+        # The firing after which every event of a batch went out at least once;
+        # later firings of its events are redeliveries.
+        batch_done_at = _batch_sent_firings(plan)
         progress = Progress(
             TextColumn("storm"),
             BarColumn(),
@@ -286,6 +286,7 @@ class Run:
     async def _settle(self, batch_ids: list[str]) -> None:
         """Waits until every batch has a completion entry, or settle_s passes."""
         deadline = time.monotonic() + self.scenario.settle_s
+        self.metrics.settle_started(self.scenario.settle_s)
         wanted = set(batch_ids)
         while time.monotonic() < deadline:
             try:
@@ -313,6 +314,21 @@ class Run:
         temporary.write_text(json.dumps(final_state, indent=1, sort_keys=True) + "\n")
         temporary.replace(path)
         return final_state
+
+
+def _batch_sent_firings(plan) -> dict[int, str]:
+    """Map the firing number that completes each batch's events to the batch."""
+    unsent = {batch.batch_id: len(batch.events) for batch in plan.batches}
+    seen: set = set()
+    done_at: dict[int, str] = {}
+    for number, event in enumerate(plan.firings, 1):
+        if event in seen:
+            continue
+        seen.add(event)
+        unsent[event.batch_id] -= 1
+        if unsent[event.batch_id] == 0:
+            done_at[number] = event.batch_id
+    return done_at
 
 
 def _observation(

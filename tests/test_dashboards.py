@@ -59,6 +59,7 @@ CONTRACT_METRICS = {
     "harness_fault_last_end_timestamp_seconds",
     "harness_batch_sent_timestamp_seconds",
     "harness_settle_seconds",
+    "harness_settle_deadline_timestamp_seconds",
 }
 
 PROMQL_KEYWORDS = {
