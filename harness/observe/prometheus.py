@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -281,8 +282,18 @@ class PrometheusServer:
         return bool(scraped) and min(scraped + evaluated) > after
 
     def fired_alerts(self, start: float, end: float) -> list[FiredAlert]:
-        """Return each alert that fired between start and end, from ALERTS."""
-        series = self.query_range('ALERTS{alertstate="firing"}', start, end)
+        """Return each alert that fired between start and end, from ALERTS.
+
+        A range selector returns the raw samples with their own times. A range
+        query would only see samples at or before one of its steps, and so
+        miss an alert first written after the last step, such as one that
+        fires at the run's last evaluation.
+        """
+        window_ms = math.ceil((end - start) * 1000)
+        data = self.api(
+            "query", query=f'ALERTS{{alertstate="firing"}}[{window_ms}ms]', time=end
+        )
+        series = data["result"]
         alerts = []
         for entry in series:
             labels = {

@@ -123,6 +123,7 @@ async def test_panel_queries_have_data_on_watch(cluster, runtime_image, tmp_path
         server.stop()
 
     assert empty == []
+    assert saved_alert_names(outcome.run_dir) == set()
     jobs = {(entry["metric"]["job"], entry["metric"]["instance"]) for entry in up}
     assert jobs == {
         ("harness", "harness"),
@@ -170,3 +171,19 @@ async def test_duplicate_assignment_alert_stays_silent_on_lua(
     # Prometheus saw the run's operations, so its silence is a verdict.
     assert max(finite_values(operations)) > 100
     assert saved_alert_names(outcome.run_dir) == set()
+
+
+async def test_batch_stuck_alert_fires_on_immediate_spop(
+    cluster, runtime_image, tmp_path
+):
+    # Every EXEC aborts after its SPOP ran, so slots vanish unrecorded and no
+    # batch can fill: once the settle time runs out, each batch is stuck.
+    outcome = await observed_run(cluster, runtime_image, tmp_path, "immediate-spop")
+
+    stuck = {
+        alert["labels"]["batch"]
+        for alert in outcome.results["alerts"]
+        if alert["alertname"] == "BatchStuck"
+    }
+    run_id = outcome.results["run_id"]
+    assert stuck == {f"{run_id}-b{n:03d}" for n in range(OBSERVED["batches"])}
