@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from harness.console import console, err_console
+from harness.console import fail as _fail
 from harness.coordinator.strategies import STRATEGY_NAMES
 from harness.dashboards import app as dashboards_app
 from harness.errors import HarnessError
@@ -56,22 +56,6 @@ app.add_typer(
     name="stack",
     help="A long-running Compose stack with Prometheus, for watching a cluster live.",
 )
-
-# Rich falls back to 80 columns when output is not a terminal (a CI log),
-# which folds the verdict table's reasons into narrow columns.
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
-
-
-def _fail(err: HarnessError) -> typer.Exit:
-    # Escaped, because messages quote user input such as YAML with brackets,
-    # which rich would otherwise read as markup and drop.
-    err_console.print(
-        f"[bold red]error:[/bold red] {escape(str(err))}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    return typer.Exit(err.exit_code)
 
 
 @app.callback()

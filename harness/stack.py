@@ -13,7 +13,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Annotated
@@ -21,7 +20,6 @@ from typing import Annotated
 import docker
 import docker.errors
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from harness.compose import (
@@ -38,6 +36,8 @@ from harness.compose import (
     up_command,
     write_generated_files,
 )
+from harness.console import console, err_console
+from harness.console import fail as _fail
 from harness.coordinator.strategies import STRATEGY_NAMES
 from harness.errors import HarnessError, InfrastructureError
 
@@ -48,8 +48,6 @@ app = typer.Typer(
     "watch a cluster live.",
 )
 
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 LOG_TAIL_LINES = 20
 POLL_INTERVAL_S = 1.0
@@ -65,15 +63,6 @@ class StackError(InfrastructureError):
     def __init__(self, message: str, failing: list[str]) -> None:
         super().__init__(message)
         self.failing = failing
-
-
-def _fail(err: HarnessError) -> typer.Exit:
-    err_console.print(
-        f"[bold red]error:[/bold red] {escape(str(err))}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    return typer.Exit(err.exit_code)
 
 
 # --- input and preconditions ---------------------------------------------------
