@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,17 +17,11 @@ from docker.models.images import Image
 
 from harness.errors import InfrastructureError
 from harness.images.recipe import (
-    BASE_ID_LABEL,
-    BUILD_TMP_DIR,
-    HASH_LABEL,
     HASH_LENGTH,
-    PROJECT,
-    PROJECT_LABEL,
     RECIPE_DIR,
     RECIPE_VERSION,
-    ROLE_LABEL,
 )
-from harness.images.runtime import docker_build
+from harness.images.runtime import build_on_base
 
 PROMETHEUS_REPOSITORY = "slot-harness/prometheus"
 # Where Debian's package `prometheus` puts its binaries.
@@ -87,33 +79,20 @@ def build_prometheus_image(
         raise InfrastructureError(
             f"the Prometheus image needs {', '.join(map(str, missing))}: {PACKAGE_HINT}"
         )
-    tag = prometheus_tag(digest)
-    BUILD_TMP_DIR.mkdir(parents=True, exist_ok=True)
-    context = Path(tempfile.mkdtemp(prefix="prometheus-context-", dir=BUILD_TMP_DIR))
-    try:
+
+    def fill(context: Path) -> None:
         shutil.copy2(prometheus_recipe_dir(recipe_dir) / "Dockerfile", context)
         for path in binaries:
             shutil.copy2(path, context / path.name)
             (context / path.name).chmod(0o755)
-        progress(f"prometheus image: building {tag} from {base_tag}")
-        started = time.monotonic()
-        image = docker_build(
-            client,
-            context,
-            tag,
-            base_tag=base_tag,
-            labels={
-                PROJECT_LABEL: PROJECT,
-                ROLE_LABEL: "prometheus",
-                HASH_LABEL: digest,
-                BASE_ID_LABEL: base_id,
-            },
-            dockerfile_hint="images/prometheus/Dockerfile",
-        )
-    finally:
-        shutil.rmtree(context)
-    progress(
-        f"prometheus image: built {tag} ({image.short_id}) "
-        f"in {time.monotonic() - started:.1f} s"
+
+    return build_on_base(
+        client,
+        role="prometheus",
+        tag=prometheus_tag(digest),
+        digest=digest,
+        base_tag=base_tag,
+        base_id=base_id,
+        fill=fill,
+        progress=progress,
     )
-    return image

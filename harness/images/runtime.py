@@ -47,12 +47,41 @@ def build_runtime_image(
 
     The build runs with no network, so pip can only install the wheelhouse.
     """
-    tag = runtime_tag(runtime_digest)
+    return build_on_base(
+        client,
+        role="runtime",
+        tag=runtime_tag(runtime_digest),
+        digest=runtime_digest,
+        base_tag=base_tag,
+        base_id=base_id,
+        fill=lambda context: _fill_context(
+            context, wheelhouse, recipe_dir, source_root, progress
+        ),
+        progress=progress,
+    )
+
+
+def build_on_base(
+    client: docker.DockerClient,
+    *,
+    role: str,
+    tag: str,
+    digest: str,
+    base_tag: str,
+    base_id: str,
+    fill: Callable[[Path], None],
+    progress: Callable[[str], None],
+) -> Image:
+    """Build an image of `role` on base_tag from a scratch context that fill writes.
+
+    The image carries the project's labels, its hash and its base's id. The
+    Dockerfile is images/<role>/Dockerfile, and the context is removed after.
+    """
     BUILD_TMP_DIR.mkdir(parents=True, exist_ok=True)
-    context = Path(tempfile.mkdtemp(prefix="runtime-context-", dir=BUILD_TMP_DIR))
+    context = Path(tempfile.mkdtemp(prefix=f"{role}-context-", dir=BUILD_TMP_DIR))
     try:
-        _fill_context(context, wheelhouse, recipe_dir, source_root, progress)
-        progress(f"runtime image: building {tag} from {base_tag}")
+        fill(context)
+        progress(f"{role} image: building {tag} from {base_tag}")
         started = time.monotonic()
         image = docker_build(
             client,
@@ -61,15 +90,16 @@ def build_runtime_image(
             base_tag=base_tag,
             labels={
                 PROJECT_LABEL: PROJECT,
-                ROLE_LABEL: "runtime",
-                HASH_LABEL: runtime_digest,
+                ROLE_LABEL: role,
+                HASH_LABEL: digest,
                 BASE_ID_LABEL: base_id,
             },
+            dockerfile_hint=f"images/{role}/Dockerfile",
         )
     finally:
         shutil.rmtree(context)
     progress(
-        f"runtime image: built {tag} ({image.short_id}) "
+        f"{role} image: built {tag} ({image.short_id}) "
         f"in {time.monotonic() - started:.1f} s"
     )
     return image
