@@ -1,8 +1,8 @@
 """Prometheus metrics of the harness itself, on a registry of its own per run.
 
-The names are the ones the dashboards in dashboards/ and the alert rules in
-harness/observe/alerts.yml query; renaming one breaks them, and their tests
-say which.
+The dashboards in dashboards/ and the alert rules in harness/observe/alerts.yml
+query these names, so renaming one breaks them. Their tests then fail and
+name the query.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ LATENCY_BUCKETS = (
     5,
     10,
 )
-# The reply-level checks that run online; their counters start at zero so a
+# The reply-level checks that run online. Their counters start at zero, so a
 # query over a clean run finds a series with value 0 rather than nothing.
 ONLINE_INVARIANTS = ("one-slot-per-content", "one-content-per-slot")
 
@@ -128,7 +128,7 @@ class HarnessMetrics:
         self.latency.labels(op.f, op.type).observe(latency_ms / 1000)
 
     def fault_window(self, kind: str, phase: str) -> None:
-        """Counts a fault window opening (phase "start") or closing."""
+        """Count a fault window opening (phase "start") or closing."""
         if phase == "start":
             self.faults.labels(kind).inc()
             self.fault_active.labels(kind).inc()

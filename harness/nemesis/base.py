@@ -53,7 +53,7 @@ class FaultContext:
     deliveries: DeliveryFeed = field(default_factory=DeliveryFeed)
     # Faults currently in effect, by kind, for the progress display.
     active: dict[str, int] = field(default_factory=dict)
-    # Told of every window's start and end, for the harness's metrics.
+    # Called at every window's start and end, for the harness's metrics.
     on_window: Callable[[str, str], None] = lambda _kind, _phase: None
 
     async def sleep_until(self, offset_s: float) -> None:
