@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -361,8 +363,9 @@ def test_check_lists_outdated_files(tmp_path):
     assert result.stderr.splitlines() == [
         f"differs: {tmp_path / 'slot-overview.json'}",
         f"missing: {tmp_path / 'slot-invariants.json'}",
-        f"stale: {tmp_path / 'old.json'} (no dashboard module builds it)",
-        f"3 dashboard file(s) out of date; run `harness dashboards build --out "
+        f"stale: {tmp_path / 'old.json'} (no dashboard module builds it). Delete "
+        "the file, because `harness dashboards build` does not remove files.",
+        f"2 dashboard file(s) out of date; run `harness dashboards build --out "
         f"{tmp_path}` and commit the result.",
     ]
     # --check writes nothing.
@@ -390,3 +393,169 @@ def test_build_rejects_a_file_as_out(tmp_path):
 
     assert result.exit_code == 2
     assert f"--out {out} is a file" in result.stderr
+
+
+def test_check_says_to_delete_stale_file(tmp_path):
+    runner.invoke(app, ["build", "--out", str(tmp_path)])
+    (tmp_path / "old.json").write_text("{}\n", encoding="utf-8")
+
+    result = runner.invoke(app, ["build", "--out", str(tmp_path), "--check"])
+
+    assert result.exit_code == 1
+    # `build` would leave old.json in place, so the output does not suggest it.
+    assert result.stderr.splitlines() == [
+        f"stale: {tmp_path / 'old.json'} (no dashboard module builds it). Delete "
+        "the file, because `harness dashboards build` does not remove files."
+    ]
+    assert result.stdout == ""
+
+
+@pytest.fixture
+def shadow_dashboards(tmp_path, monkeypatch):
+    """Copy the dashboards package to tmp_path and import the copy in its place."""
+    shadow = tmp_path / "shadow"
+    package = shadow / "dashboards"
+    shutil.copytree(
+        ROOT / "dashboards",
+        package,
+        ignore=shutil.ignore_patterns("__pycache__", "json"),
+    )
+    # Without the real modules in sys.modules, the next import searches sys.path,
+    # where the copy now comes first. monkeypatch restores the real modules.
+    for name in _dashboards_module_names():
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(shadow))
+    yield package
+    # Remove the copy's modules, so that monkeypatch's restore leaves only the real
+    # ones. Without this, a module that only the copy has would stay imported.
+    for name in _dashboards_module_names():
+        del sys.modules[name]
+
+
+def _dashboards_module_names() -> list[str]:
+    return [
+        name
+        for name in sys.modules
+        if name == "dashboards" or name.startswith("dashboards.")
+    ]
+
+
+def _json_dumps_line(package: Path) -> int:
+    lines = (package / "render.py").read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if "json.dumps(" in line)
+
+
+# Each case replaces overview.py of the copied package. The expected file is
+# relative to the package. A line of None is the line where encode() calls
+# json.dumps, because the json module raises there.
+BROKEN_OVERVIEW_CASES = [
+    pytest.param(
+        'UID = "slot-overview"\n\n\ndef build(:\n    pass\n',
+        "overview.py",
+        4,
+        "SyntaxError: invalid syntax",
+        id="syntax-error",
+    ),
+    pytest.param(
+        'UID = "slot-overview"\nraise RuntimeError("no overview")\n',
+        "overview.py",
+        2,
+        "RuntimeError: no overview",
+        id="import-raises",
+    ),
+    pytest.param(
+        'import no_such_sdk_module\n\nUID = "slot-overview"\n',
+        "overview.py",
+        1,
+        "ModuleNotFoundError: No module named 'no_such_sdk_module'",
+        id="missing-module",
+    ),
+    pytest.param(
+        'UID = "slot-overview"\n\n\ndef build():\n    return undefined_panel\n',
+        "overview.py",
+        5,
+        "NameError: name 'undefined_panel' is not defined",
+        id="build-raises",
+    ),
+    pytest.param(
+        'UID = "slot-overview"\n\n\ndef build():\n    return object()\n',
+        "render.py",
+        None,
+        "TypeError: Object of type object is not JSON serializable",
+        id="encode-raises",
+    ),
+]
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["build", "check"])
+@pytest.mark.parametrize(("source", "file", "line", "error"), BROKEN_OVERVIEW_CASES)
+def test_broken_module_exits_2(
+    shadow_dashboards, tmp_path, check, source, file, line, error
+):
+    (shadow_dashboards / "overview.py").write_text(source, encoding="utf-8")
+    if line is None:
+        line = _json_dumps_line(shadow_dashboards)
+    out = tmp_path / "out"
+    args = ["build", "--out", str(out)] + (["--check"] if check else [])
+
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: building the dashboards failed: {shadow_dashboards / file}:{line}: "
+        f"{error}; fix the module\n"
+    )
+    assert result.stdout == ""
+    assert not out.exists()
+
+
+def test_broken_module_fails_default_check(shadow_dashboards):
+    (shadow_dashboards / "__init__.py").write_text("def broken(:\n", encoding="utf-8")
+
+    result = runner.invoke(app, ["build", "--check"])
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: building the dashboards failed: {shadow_dashboards / '__init__.py'}"
+        ":1: SyntaxError: invalid syntax; fix the module\n"
+    )
+
+
+def _run_harness(args: list[str], shadow: Path) -> subprocess.CompletedProcess:
+    harness = Path(sys.executable).with_name("harness")
+    assert harness.is_file(), f"no harness script beside {sys.executable}"
+    # PYTHONPATH comes before site-packages and the editable install's finder,
+    # so the broken copy is the `dashboards` package the command would import.
+    paths = [str(shadow), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    return subprocess.run(
+        [str(harness), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_works_without_importable_dashboards(tmp_path):
+    shadow = tmp_path / "shadow"
+    (shadow / "dashboards").mkdir(parents=True)
+    init = shadow / "dashboards" / "__init__.py"
+    init.write_text("def broken(:\n", encoding="utf-8")
+
+    top_help = _run_harness(["--help"], shadow)
+    dashboards_help = _run_harness(["dashboards", "build", "--help"], shadow)
+    check = _run_harness(["dashboards", "build", "--check"], shadow)
+
+    assert top_help.returncode == 0, top_help.stderr
+    assert "dashboards" in top_help.stdout
+    assert dashboards_help.returncode == 0, dashboards_help.stderr
+    assert "--check" in dashboards_help.stdout
+    # The build itself does import the broken copy, which proves the copy
+    # shadows the real package in these processes.
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert check.stderr == (
+        f"error: building the dashboards failed: {init}:1: SyntaxError: invalid "
+        "syntax; fix the module\n"
+    )
