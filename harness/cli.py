@@ -128,6 +128,7 @@ def run(
         client = check_docker()
         if scenario.coordinator_image:
             _require_local_image(client, scenario.coordinator_image)
+        _check_observe_ports(observe, metrics_port, prometheus_port)
         runtime_image = _ensure_images()
         options = ObserveOptions(
             prometheus_image=_prometheus_image() if observe else None,
@@ -209,6 +210,27 @@ def _ensure_images() -> str:
     return image_set.runtime
 
 
+def _check_observe_ports(
+    observe: bool, metrics_port: int, prometheus_port: int
+) -> None:
+    """Reject port options that cannot work, before any container starts."""
+    from harness.observe import require_free_port
+
+    if prometheus_port and not observe:
+        raise HarnessError(
+            f"--prometheus-port {prometheus_port} needs --observe, which starts "
+            "Prometheus; add --observe or drop the option"
+        )
+    if metrics_port and metrics_port == prometheus_port:
+        raise HarnessError(
+            f"--metrics-port and --prometheus-port are both {metrics_port}; the "
+            "harness and Prometheus each need their own port"
+        )
+    require_free_port(metrics_port, "--metrics-port")
+    if observe:
+        require_free_port(prometheus_port, "--prometheus-port")
+
+
 def _prometheus_image() -> str:
     from harness.images import ensure_prometheus_image
 
@@ -228,14 +250,17 @@ def observe(
     ] = 0,
 ) -> None:
     """Serves an observed run's saved Prometheus data again, until Ctrl-C."""
-    from harness.observe import observed_range, serve_saved
+    from harness.observe import (
+        observed_range,
+        require_free_port,
+        require_saved_data,
+        serve_saved,
+    )
 
     try:
-        if not run_dir.is_dir():
-            raise HarnessError(
-                f"run folder {run_dir} does not exist; pass a folder under reports/"
-            )
+        require_saved_data(run_dir)
         start, end = observed_range(run_dir)
+        require_free_port(port, "--port")
         server = serve_saved(run_dir, _prometheus_image(), port)
     except HarnessError as err:
         raise _fail(err) from err

@@ -370,6 +370,12 @@ async def start_cluster(cluster: DockerCluster, console: Console) -> None:
     except asyncio.CancelledError:
         cluster.abort.set()
         await asyncio.wait([starting])
+        # The aborted start usually fails; reading its error here keeps asyncio
+        # from printing it as "Future exception was never retrieved".
+        if not starting.cancelled() and starting.exception() is not None:
+            log.debug(
+                "cluster start ended after the interrupt: %r", starting.exception()
+            )
         raise
 
 

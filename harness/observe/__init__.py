@@ -1,11 +1,12 @@
 """Observing runs: the harness's metrics endpoint, Prometheus and alert rules."""
 
 from harness.observe.endpoint import MetricsEndpoint, discovery_document
-from harness.observe.prometheus import RULES_FILE, PrometheusServer
+from harness.observe.prometheus import RULES_FILE, PrometheusServer, require_free_port
 from harness.observe.session import (
     Observation,
     ObserveOptions,
     observed_range,
+    require_saved_data,
     serve_saved,
 )
 
@@ -17,5 +18,7 @@ __all__ = [
     "PrometheusServer",
     "discovery_document",
     "observed_range",
+    "require_free_port",
+    "require_saved_data",
     "serve_saved",
 ]

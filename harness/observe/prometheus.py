@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -34,6 +35,8 @@ from harness.topology.labels import run_labels
 log = logging.getLogger(__name__)
 
 RULES_FILE = Path(__file__).with_name("alerts.yml")
+# The external label that carries a server's identity token.
+IDENTITY_LABEL = "slot_harness_server"
 # Mount points of the config folder and the data folder inside the container.
 CONFIG_MOUNT = "/etc/slot-harness/prometheus"
 DATA_MOUNT = "/prometheus"
@@ -54,6 +57,26 @@ def free_loopback_port() -> int:
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
         return probe.getsockname()[1]
+
+
+def require_free_port(port: int, option: str) -> None:
+    """Raise HarnessError when something listens on 127.0.0.1:port.
+
+    Port 0 means any free port and always passes.
+    """
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        # A port left in TIME_WAIT by a server that just stopped is free for
+        # a new listener, as it is for Prometheus, which sets this option too.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError as err:
+            raise HarnessError(
+                f"port {port} on {LOOPBACK} is taken ({err.strerror}): pass "
+                f"another {option}, or 0 for a free one"
+            ) from err
 
 
 def observe_config(harness_port: int) -> dict[str, Any]:
@@ -125,13 +148,20 @@ class PrometheusServer:
         folder: Path,
         run_id: str,
         port: int = 0,
+        port_option: str = "--prometheus-port",
     ) -> None:
         self.client = client
         self.image = image
         self.folder = folder.resolve()
         self.run_id = run_id
         self.port = port or free_loopback_port()
+        # The command-line option that sets the port, for error messages.
+        self.port_option = port_option
+        # Written into the configuration, so the server on the port can be
+        # told apart from another Prometheus left there by someone else.
+        self.identity = secrets.token_hex(8)
         self.container = None
+        self.ready = False
 
     @property
     def url(self) -> str:
@@ -148,7 +178,19 @@ class PrometheusServer:
     # --- lifecycle --------------------------------------------------------------
 
     def start(self, config: dict[str, Any], config_name: str) -> None:
-        """Write config_name and the alert rules, start Prometheus, wait until ready."""
+        """Write config_name and the alert rules, start Prometheus, wait until ready.
+
+        On failure the container is removed and InfrastructureError names the
+        cause: a taken port, alert rules that do not load, or Prometheus's log.
+        """
+        require_free_port(self.port, self.port_option)
+        config = {
+            **config,
+            "global": {
+                **config.get("global", {}),
+                "external_labels": {IDENTITY_LABEL: self.identity},
+            },
+        }
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.config_dir / config_name).write_text(
@@ -186,26 +228,61 @@ class PrometheusServer:
             raise InfrastructureError(
                 f"starting Prometheus from {self.image} failed: {err}"
             ) from err
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self._remove()
+            raise
+        self.ready = True
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while time.monotonic() < started + READY_DEADLINE_S:
             self.container.reload()
             if self.container.status not in ("created", "running"):
-                break
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+                raise InfrastructureError(self._exit_reason())
+            if self._answers_ready():
+                if not self._is_ours():
+                    raise InfrastructureError(
+                        f"the port of {self.url} is taken: another server answers "
+                        "there, not the Prometheus this command started. Pass "
+                        f"another {self.port_option}, or 0 for a free one"
+                    )
+                return
             time.sleep(0.2)
         raise InfrastructureError(
-            f"Prometheus on {self.url} was not ready within {READY_DEADLINE_S:.0f} s "
-            f"(container {self.container.status}); its last lines:\n{self.logs()}\n"
-            "If the port is taken, pass another --prometheus-port"
+            f"Prometheus on {self.url} was not ready within {READY_DEADLINE_S:.0f} s; "
+            f"its last lines:\n{self.logs()}"
         )
+
+    def _answers_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _is_ours(self) -> bool:
+        try:
+            loaded = self.api("status/config")["yaml"]
+        except HarnessError:
+            return False
+        return self.identity in loaded
+
+    def _exit_reason(self) -> str:
+        """Explain why the container exited, from the lines Prometheus logged."""
+        logs = self.logs()
+        if "address already in use" in logs:
+            return (
+                f"Prometheus could not listen on {self.url}: the port is taken. "
+                f"Pass another {self.port_option}, or 0 for a free one"
+            )
+        if "rule" in logs and ("error" in logs or "err=" in logs):
+            return (
+                f"Prometheus rejected the alert rules of {RULES_FILE}; check them "
+                f"with `promtool check rules {RULES_FILE}`. Its last lines:\n{logs}"
+            )
+        return f"Prometheus exited at start; its last lines:\n{logs}"
 
     def logs(self) -> str:
         if self.container is None:
@@ -222,6 +299,16 @@ class PrometheusServer:
             return
         try:
             self.container.stop(timeout=STOP_TIMEOUT_S)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as err:
+            log.warning("could not stop the Prometheus container: %s", err)
+        self._remove()
+
+    def _remove(self) -> None:
+        if self.container is None:
+            return
+        try:
             self.container.remove(force=True)
         except docker.errors.NotFound:
             pass

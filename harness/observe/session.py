@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -22,7 +23,11 @@ import docker
 from harness.errors import HarnessError
 from harness.metrics import HarnessMetrics
 from harness.observe.endpoint import MetricsEndpoint, TargetsSource
-from harness.observe.prometheus import PrometheusServer, observe_config, replay_config
+from harness.observe.prometheus import (
+    PrometheusServer,
+    observe_config,
+    replay_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ class Observation:
         )
         self.prometheus: PrometheusServer | None = None
         self.started_at = time.time()
+        self.finished = False
 
     def start(self) -> None:
         """Serve the metrics, then start Prometheus if asked; blocks until ready."""
@@ -76,6 +82,9 @@ class Observation:
         )
         self.prometheus.start(observe_config(self.endpoint.port), "prometheus.yml")
         self.started_at = time.time()
+        # Saved now, so the data of a run that is interrupted can be served too.
+        self._save_alerts(observed_to=None, alerts=None)
+        self.finished = False
         self.report(
             f"prometheus: {self.prometheus.url} (scraping the harness and every "
             "coordinator each second)"
@@ -99,24 +108,37 @@ class Observation:
             alert.to_json()
             for alert in self.prometheus.fired_alerts(self.started_at, observed_to)
         ]
+        self._save_alerts(observed_to, alerts)
+        self.finished = True
+        self.report(describe_alerts(alerts))
+        return alerts
+
+    def stop(self) -> None:
+        """Stop Prometheus (its data stays in the run folder) and the endpoint."""
+        prometheus = self.prometheus
+        if prometheus is not None:
+            prometheus.stop()
+            if prometheus.ready:
+                if not self.finished:
+                    # Interrupted or failed: no alerts were read, but the range
+                    # Prometheus observed is known.
+                    self._save_alerts(observed_to=time.time(), alerts=None)
+                self.report(
+                    f"prometheus data: {prometheus.folder}; serve it again "
+                    f"with: harness observe {self.run_dir}"
+                )
+        self.endpoint.stop()
+
+    def _save_alerts(
+        self, observed_to: float | None, alerts: list[dict[str, Any]] | None
+    ) -> None:
+        """Write alerts.json; alerts None means the run ended before reading them."""
         saved = {
             "observed_from": self.started_at,
             "observed_to": observed_to,
             "alerts": alerts,
         }
         (self.run_dir / ALERTS_FILE).write_text(json.dumps(saved, indent=1) + "\n")
-        self.report(describe_alerts(alerts))
-        return alerts
-
-    def stop(self) -> None:
-        """Stop Prometheus (its data stays in the run folder) and the endpoint."""
-        if self.prometheus is not None:
-            self.prometheus.stop()
-            self.report(
-                f"prometheus data: {self.prometheus.folder}; serve it again "
-                f"with: harness observe {self.run_dir}"
-            )
-        self.endpoint.stop()
 
 
 def describe_alerts(alerts: list[dict[str, Any]]) -> str:
@@ -138,31 +160,76 @@ def serve_saved(
 
     Raises HarnessError when the run folder holds no Prometheus data.
     """
-    folder = run_dir / PROMETHEUS_FOLDER
-    if not (folder / "data").is_dir():
-        raise HarnessError(
-            f"{run_dir} holds no Prometheus data ({folder / 'data'} is missing): "
-            "only runs made with `harness run --observe` have it"
-        )
+    require_saved_data(run_dir)
     server = PrometheusServer(
         client or docker.from_env(timeout=60),
         image,
-        folder,
+        run_dir / PROMETHEUS_FOLDER,
         f"observe-{secrets.token_hex(3)}",
         port,
+        port_option="--port",
     )
     server.start(replay_config(), "replay.yml")
     return server
 
 
-def observed_range(run_dir: Path) -> tuple[float, float]:
-    """Return the unix times an observed run's Prometheus data covers."""
-    path = run_dir / ALERTS_FILE
-    try:
-        saved = json.loads(path.read_text())
-        return float(saved["observed_from"]), float(saved["observed_to"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+def require_saved_data(run_dir: Path) -> None:
+    """Raise HarnessError unless run_dir is a folder with Prometheus data."""
+    if not run_dir.exists():
         raise HarnessError(
-            f"{path} is missing or damaged ({err}); it is written at the end of "
-            "a run made with --observe"
-        ) from err
+            f"run folder {run_dir} does not exist; pass a folder under reports/"
+        )
+    if not run_dir.is_dir():
+        raise HarnessError(
+            f"{run_dir} is a file, not a run folder; pass the folder that holds it "
+            f"({run_dir.parent})"
+        )
+    data = run_dir / PROMETHEUS_FOLDER / "data"
+    if not data.is_dir():
+        raise HarnessError(
+            f"{run_dir} holds no Prometheus data ({data} is missing): only runs "
+            "made with `harness run --observe` have it"
+        )
+
+
+def observed_range(run_dir: Path) -> tuple[float, float]:
+    """Return the unix times an observed run's Prometheus data covers.
+
+    A run stopped before its end has no end time saved; its range then ends
+    at the newest file of the data folder, which Prometheus wrote last.
+    """
+    path = run_dir / ALERTS_FILE
+    damaged = (
+        f"{path} is missing or damaged; `harness run --observe` writes it. "
+        "Restore it, or delete the run folder"
+    )
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise HarnessError(f"{damaged} ({err})") from err
+    if not isinstance(saved, dict):
+        raise HarnessError(f"{damaged} (a JSON {type(saved).__name__}, not an object)")
+    start = _finite(saved.get("observed_from"))
+    end = _finite(saved.get("observed_to"))
+    if start is None:
+        raise HarnessError(f"{damaged} (observed_from is not a unix time)")
+    if end is None:
+        if saved.get("observed_to") is not None:
+            raise HarnessError(f"{damaged} (observed_to is not a unix time)")
+        end = _newest_mtime(run_dir / PROMETHEUS_FOLDER / "data", default=start)
+    if end < start:
+        raise HarnessError(
+            f"{damaged} (observed_to {end} is before observed_from {start})"
+        )
+    return start, end
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _newest_mtime(folder: Path, default: float) -> float:
+    times = [path.stat().st_mtime for path in folder.rglob("*") if path.is_file()]
+    return max(times, default=default)
