@@ -179,6 +179,9 @@ def coordinators_compose(spec: StackSpec) -> dict:
             "image": spec.runtime_image,
             "pull_policy": "never",
             "command": ["python", "-m", "harness.coordinator"],
+            # A coordinator that crashes or is killed comes back on its own,
+            # as it would under an orchestrator. `down` stops it for good.
+            "restart": "unless-stopped",
             "environment": {
                 "PORT": str(COORDINATOR_PORT),
                 "INSTANCE_ID": name,
