@@ -8,13 +8,17 @@ up until `harness stack down` (or `harness down --all`) removes it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+import signal
 import socket
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 import docker
@@ -40,6 +44,9 @@ from harness.console import console, err_console
 from harness.console import fail as _fail
 from harness.coordinator.strategies import STRATEGY_NAMES
 from harness.errors import HarnessError, InfrastructureError
+from harness.images import ImageSet, build_images
+from harness.images.prometheus import PACKAGE_HINT
+from harness.report.results import EXIT_INTERRUPTED
 
 app = typer.Typer(
     add_completion=False,
@@ -104,24 +111,37 @@ def validate_spec(spec: StackSpec, grafana: bool) -> None:
         )
 
 
-def require_images(client: docker.DockerClient, images: list[str]) -> None:
-    """Raise InfrastructureError naming each image that is not in this engine."""
-    missing = []
-    for image in images:
-        try:
-            client.images.get(image)
-        except docker.errors.ImageNotFound:
-            missing.append(image)
-        except docker.errors.APIError as err:
-            raise InfrastructureError(
-                f"inspecting the image {image!r} failed: {err}; check the Docker "
-                "daemon's log"
-            ) from err
-    if missing:
+def stack_images(spec: StackSpec, images: ImageSet) -> StackSpec:
+    """Return ``spec`` with the exact runtime and Prometheus tags of ``images``.
+
+    The `latest` tags are shared by every checkout on the engine, so a stack
+    started from them could run coordinator code older than this source.
+    """
+    if images.prometheus is None:
         raise InfrastructureError(
-            f"image(s) {', '.join(missing)} not found in this Docker Engine, and "
-            "the stack pulls nothing; run `harness images build`"
+            "the stack needs the Prometheus image, which is built from Debian's "
+            f"package prometheus, and that package is not installed: {PACKAGE_HINT}"
         )
+    return replace(
+        spec, runtime_image=images.runtime, prometheus_image=images.prometheus
+    )
+
+
+def require_grafana_image(client: docker.DockerClient, image: str) -> None:
+    """Raise InfrastructureError when GRAFANA_IMAGE is not in this engine."""
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound as err:
+        raise InfrastructureError(
+            f"GRAFANA_IMAGE {image!r} is not in this Docker Engine, and the stack "
+            "pulls nothing and cannot build Grafana; load a Grafana image into the "
+            "engine (docker load -i grafana.tar) and set GRAFANA_IMAGE to its name"
+        ) from err
+    except docker.errors.APIError as err:
+        raise InfrastructureError(
+            f"inspecting GRAFANA_IMAGE {image!r} failed: {err}; check that it is a "
+            "valid image name such as grafana/grafana:11.2.0"
+        ) from err
 
 
 def grafana_image() -> str:
@@ -167,17 +187,33 @@ def service_containers(client: docker.DockerClient, project: str) -> dict[str, o
     return {c.labels.get(LABEL_SERVICE, c.name): c for c in containers}
 
 
+# States of a service that failed, as opposed to one still starting.
+FAILED_STATES = ("exited", "unhealthy", "created", "restarting")
+
+
 def service_state(container) -> str:
-    """Return healthy, starting, unhealthy or exited for one container.
+    """Return healthy, starting, unhealthy, created, restarting or exited.
 
     A container with no healthcheck (Grafana) counts as healthy once it runs.
+    "created" is a container that Compose created but could not start.
+    "restarting" is one that exited and was restarted by its restart policy
+    and is not healthy yet: under `restart: unless-stopped` a service that
+    exits at once never stays "exited", and its health reads "starting" again
+    after each restart.
     """
     state = container.attrs.get("State") or {}
-    if state.get("Status") in ("exited", "dead", "removing"):
+    status = state.get("Status")
+    if status in ("exited", "dead", "removing"):
         return "exited"
+    if status == "created":
+        return "created"
     health = (state.get("Health") or {}).get("Status")
     if health is None:
-        return "healthy" if state.get("Status") == "running" else "starting"
+        health = "healthy" if status == "running" else "starting"
+    if health != "healthy" and (
+        status == "restarting" or container.attrs.get("RestartCount", 0) > 0
+    ):
+        return "restarting"
     return health
 
 
@@ -195,14 +231,15 @@ def service_states(
 def wait_healthy(
     client: docker.DockerClient, project: str, services: list[str], timeout_s: float
 ) -> None:
-    """Poll until every service is healthy; raise StackError on exit or deadline."""
+    """Poll until every service is healthy; raise StackError on failure or deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
         states = service_states(client, project, services)
-        broken = [n for n, s in states.items() if s in ("exited", "unhealthy")]
+        broken = [n for n, s in states.items() if s in FAILED_STATES]
         if broken:
             raise StackError(
-                _describe("failed", broken, states) + "; their last log lines follow",
+                _describe("failed", broken, states) + "; their state and last log "
+                "lines follow",
                 broken,
             )
         if all(s == "healthy" for s in states.values()):
@@ -211,8 +248,8 @@ def wait_healthy(
             waiting = [n for n, s in states.items() if s != "healthy"]
             raise StackError(
                 _describe(f"not healthy within {timeout_s:.0f} s:", waiting, states)
-                + "; pass a longer --timeout if the machine is busy; their last log "
-                "lines follow",
+                + "; pass a longer --timeout if the machine is busy; their state "
+                "and last log lines follow",
                 waiting,
             )
         time.sleep(POLL_INTERVAL_S)
@@ -223,19 +260,50 @@ def _describe(what: str, names: list[str], states: dict[str, str]) -> str:
     return f"stack services {what} {listed}"
 
 
+def describe_container_state(container) -> str:
+    """Describe the engine's state of one container: status, exit code and error."""
+    state = container.attrs.get("State") or {}
+    parts = [f"status {state.get('Status', 'unknown')}"]
+    health = (state.get("Health") or {}).get("Status")
+    if health:
+        parts.append(f"health {health}")
+    if state.get("Status") in ("exited", "dead", "created"):
+        parts.append(f"exit code {state.get('ExitCode')}")
+    restarts = container.attrs.get("RestartCount", 0)
+    if restarts:
+        parts.append(f"restarted {restarts} times")
+    if state.get("Error"):
+        parts.append(f"error: {state['Error']}")
+    return ", ".join(parts)
+
+
 def print_last_logs(client: docker.DockerClient, project: str, names: list[str]):
+    """Print the state and last log lines of each service in ``names``.
+
+    A service with no log output gets its state line only, so that a service
+    that never started (Grafana with a broken image, say) shows the engine's
+    error instead of an empty log section.
+    """
     containers = service_containers(client, project)
     for name in names:
         container = containers.get(name)
         if container is None:
-            err_console.print(f"--- {name}: no container was created")
+            err_console.print(f"--- {name}: no container was created", highlight=False)
             continue
         try:
             text = container.logs(tail=LOG_TAIL_LINES).decode(errors="replace")
         except docker.errors.APIError as err:
             text = f"logs unavailable: {err}\n"
+        state = describe_container_state(container)
+        if not text.strip():
+            err_console.print(
+                f"--- {name}: {state}; no log output", highlight=False, soft_wrap=True
+            )
+            continue
         err_console.print(
-            f"--- {name}: last {LOG_TAIL_LINES} log lines", highlight=False
+            f"--- {name}: {state}; last {LOG_TAIL_LINES} log lines",
+            highlight=False,
+            soft_wrap=True,
         )
         err_console.out(text.rstrip("\n"), highlight=False)
 
@@ -265,6 +333,36 @@ def run_compose(argv: list[str], env: dict[str, str], timeout_s: float) -> None:
             f"`{' '.join(argv)}` failed with exit code {result.returncode}:\n"
             + "\n".join(output[-LOG_TAIL_LINES:])
         )
+
+
+def failing_after_compose(
+    client: docker.DockerClient, project: str, services: list[str]
+) -> list[str]:
+    """Name the services to show after a failed `compose up`.
+
+    Compose stops when a dependency exits, turns unhealthy or cannot start,
+    and that service's state and logs show why. Services still starting are
+    named only when none failed and only when they wrote output, because an
+    empty log section of a healthy-to-be coordinator hides the real cause,
+    which Compose's own error output then names.
+    """
+    states = service_states(client, project, services)
+    failing = [n for n, s in states.items() if s in FAILED_STATES]
+    if failing:
+        return failing
+    containers = service_containers(client, project)
+    return [
+        name
+        for name, state in states.items()
+        if state == "starting" and _has_log_output(containers[name])
+    ]
+
+
+def _has_log_output(container) -> bool:
+    try:
+        return bool(container.logs(tail=1).strip())
+    except docker.errors.APIError:
+        return False
 
 
 @dataclass
@@ -317,14 +415,9 @@ def start_stack(
     try:
         run_compose(up_command(tool, spec, grafana), env, deadline - time.monotonic())
     except InfrastructureError as err:
-        # Compose stops when a dependency exits or turns unhealthy, and the
-        # logs of that dependency show why. A service still starting is
-        # listed only when none has failed outright.
-        states = service_states(client, spec.project, services)
-        failing = [n for n, s in states.items() if s in ("exited", "unhealthy")]
-        if not failing:
-            failing = [n for n, s in states.items() if s == "starting"]
-        raise StackError(str(err), failing) from err
+        raise StackError(
+            str(err), failing_after_compose(client, spec.project, services)
+        ) from err
     wait_healthy(client, spec.project, services, deadline - time.monotonic())
     return StartedStack(spec, grafana)
 
@@ -373,8 +466,6 @@ def up(
     ] = DEFAULT_PROJECT,
 ) -> None:
     """Starts the stack and waits until every service is healthy, then prints URLs."""
-    from harness.run import check_docker
-
     spec = StackSpec(
         instances=instances,
         strategy=strategy,
@@ -383,14 +474,38 @@ def up(
         project=project_name,
         grafana_port=grafana_port,
     )
-    client = None
     try:
         validate_spec(spec, grafana)
-        images = [spec.runtime_image, spec.prometheus_image]
-        if grafana:
-            images.append(grafana_image())
+        grafana_ref = grafana_image() if grafana else None
+    except HarnessError as err:
+        raise _fail(err) from err
+    try:
+        with interrupts_raised():
+            _start_and_report(spec, grafana_ref, timeout)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: stack {spec.project} may be partly started, with "
+            "containers, a network or volumes left; "
+            f"`{down_command_line(spec.project)}` removes them",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _start_and_report(spec: StackSpec, grafana_ref: str | None, timeout: float):
+    """Build or find the images, start the stack and print its URLs."""
+    from harness.run import check_docker
+
+    client = None
+    grafana = grafana_ref is not None
+    try:
         client = check_docker()
-        require_images(client, images)
+        if grafana_ref is not None:
+            require_grafana_image(client, grafana_ref)
+        spec = stack_images(
+            spec, build_images(progress=lambda msg: console.print(f"  {msg}"))
+        )
         tool = detect_compose_tool()
         started = start_stack(client, tool, spec, grafana, timeout)
     except StackError as err:
@@ -398,7 +513,8 @@ def up(
         print_last_logs(client, spec.project, err.failing)
         err_console.print(
             "the stack is left as it is for inspection; "
-            f"`harness stack down --project-name {spec.project}` removes it"
+            f"`{down_command_line(spec.project)}` removes it",
+            highlight=False,
         )
         raise error from err
     except HarnessError as err:
@@ -406,10 +522,48 @@ def up(
 
     console.print(
         f"stack {spec.project} is up ({spec.instances} x {spec.strategy}, "
-        f"{tool.display_name} {tool.version}):"
+        f"{tool.display_name} {tool.version}, image {spec.runtime_image}):",
+        highlight=False,
     )
     for name, url in started.urls().items():
         console.print(f"  {name:<10} {url}", highlight=False)
+
+
+# --- interrupts -------------------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def interrupts_raised() -> Iterator[None]:
+    """Raise KeyboardInterrupt on SIGINT and on SIGTERM while the block runs.
+
+    A CI runner stopping a job sends SIGTERM, which would otherwise end the
+    process with no message. SIGINT gets the handler too, because a shell
+    starts background jobs with SIGINT ignored. The previous handlers are
+    restored on exit. Off the main thread, where Python cannot set handlers,
+    nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in stopping}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            # None is a handler set outside Python, which cannot be restored.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def down_command_line(project: str) -> str:
+    """Return the command that removes the stack ``project``."""
+    if project == DEFAULT_PROJECT:
+        return "harness stack down"
+    return f"harness stack down --project-name {project}"
 
 
 # --- down -------------------------------------------------------------------------
@@ -485,6 +639,52 @@ def down(
         client = check_docker()
     except HarnessError as err:
         raise _fail(err) from err
+    try:
+        with interrupts_raised():
+            _remove_and_report(client, spec)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: stack {spec.project} may be partly removed; run "
+            f"`{down_command_line(spec.project)}` again to remove the rest",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def stack_exists(client: docker.DockerClient, project: str) -> bool:
+    """Return whether any container, network or volume carries the stack's labels."""
+    filters = stack_filters(project)
+    return bool(
+        # Sparse, so that a container removed after the listing is no error.
+        client.containers.list(all=True, filters=filters, sparse=True)
+        or client.networks.list(filters=filters)
+        or client.volumes.list(filters=filters)
+    )
+
+
+def _remove_generated_files(spec: StackSpec) -> None:
+    for path in (spec.coordinators_file, spec.prometheus_file, spec.empty_alerts_file):
+        path.unlink(missing_ok=True)
+    if spec.generated_dir.is_dir() and not any(spec.generated_dir.iterdir()):
+        spec.generated_dir.rmdir()
+
+
+def _remove_and_report(client: docker.DockerClient, spec: StackSpec) -> None:
+    """Remove the stack with Compose, then by label, and print what was found."""
+    try:
+        exists = stack_exists(client, spec.project)
+    except docker.errors.APIError as err:
+        raise _fail(
+            InfrastructureError(
+                f"listing the resources of stack {spec.project} failed: {err}; "
+                "check the Docker daemon's log, then run the command again"
+            )
+        ) from err
+    if not exists:
+        _remove_generated_files(spec)
+        console.print(f"no stack {spec.project} was found; nothing to remove")
+        return
 
     try:
         stop_with_compose(detect_compose_tool(), spec)
@@ -498,13 +698,11 @@ def down(
         raise _fail(
             InfrastructureError(
                 f"removing the resources of stack {spec.project} failed: {err}; "
-                "run `harness stack down` again, or remove them with `docker rm -f`"
+                f"run `{down_command_line(spec.project)}` again, or remove them "
+                "with `docker rm -f`"
             )
         ) from err
-    for path in (spec.coordinators_file, spec.prometheus_file, spec.empty_alerts_file):
-        path.unlink(missing_ok=True)
-    if spec.generated_dir.is_dir() and not any(spec.generated_dir.iterdir()):
-        spec.generated_dir.rmdir()
+    _remove_generated_files(spec)
     console.print(
         f"stack {spec.project} removed; the label sweep found "
         f"{len(removed.containers)} containers, {len(removed.networks)} networks "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -26,7 +27,18 @@ from harness.compose import (
     write_generated_files,
 )
 from harness.errors import HarnessError, InfrastructureError
-from harness.stack import app, busy_ports, validate_spec
+from harness.images import ImageSet
+from harness.images.prometheus import PACKAGE_HINT
+from harness.stack import (
+    app,
+    busy_ports,
+    describe_container_state,
+    down_command_line,
+    interrupts_raised,
+    service_state,
+    stack_images,
+    validate_spec,
+)
 
 PLUGIN = ComposeTool(("/usr/bin/docker", "compose"), "2.29.7")
 STANDALONE = ComposeTool(("/usr/bin/docker-compose",), "1.29.2")
@@ -213,6 +225,7 @@ def test_coordinators_compose_two_instances() -> None:
         "postgres": {"condition": "service_healthy"},
     }
     assert services["c1"]["pull_policy"] == "never"
+    assert services["c1"]["restart"] == "unless-stopped"
 
 
 def test_prometheus_config_targets() -> None:
@@ -294,6 +307,15 @@ def test_compose_config_validates_files(generated_spec, tmp_path: Path) -> None:
         "prometheus",
         "redis",
     ]
+    restarts = {name: service.get("restart") for name, service in services.items()}
+    assert restarts == {
+        "c1": "unless-stopped",
+        "c2": "unless-stopped",
+        "grafana": None,
+        "postgres": "unless-stopped",
+        "prometheus": "unless-stopped",
+        "redis": "unless-stopped",
+    }
     for name, service in services.items():
         assert service["labels"]["slot-harness.stack"] == "1", name
         assert (
@@ -388,3 +410,143 @@ def test_busy_ports_ignores_time_wait() -> None:
             client.recv(1)
 
     assert busy_ports([port]) == []
+
+
+# --- images -----------------------------------------------------------------------
+
+
+def test_stack_images_uses_exact_tags() -> None:
+    images = ImageSet(
+        base="slot-harness/base:b1",
+        runtime="slot-harness/runtime:r1",
+        runtime_id="sha256:0123",
+        prometheus="slot-harness/prometheus:p1",
+    )
+
+    spec = stack_images(StackSpec(project="demo", instances=2), images)
+
+    assert spec == StackSpec(
+        project="demo",
+        instances=2,
+        runtime_image="slot-harness/runtime:r1",
+        prometheus_image="slot-harness/prometheus:p1",
+    )
+    env = compose_environment(spec, Path("/tmp/alerts.yml"), {})
+    assert env["SLOT_STACK_RUNTIME_IMAGE"] == "slot-harness/runtime:r1"
+    assert env["SLOT_STACK_PROMETHEUS_IMAGE"] == "slot-harness/prometheus:p1"
+    assert coordinators_compose(spec)["services"]["c2"]["image"] == (
+        "slot-harness/runtime:r1"
+    )
+
+
+def test_stack_images_without_prometheus_raises() -> None:
+    images = ImageSet(
+        base="slot-harness/base:b1",
+        runtime="slot-harness/runtime:r1",
+        runtime_id="sha256:0123",
+        prometheus=None,
+    )
+
+    with pytest.raises(InfrastructureError) as caught:
+        stack_images(StackSpec(), images)
+
+    assert caught.value.exit_code == 2
+    assert "Debian's package prometheus" in str(caught.value)
+    assert PACKAGE_HINT in str(caught.value)
+
+
+# --- service states ---------------------------------------------------------------
+
+
+class Container:
+    """A container as the engine's inspect output describes it."""
+
+    def __init__(self, attrs: dict) -> None:
+        self.attrs = attrs
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ({"State": {"Status": "running", "Health": {"Status": "healthy"}}}, "healthy"),
+        ({"State": {"Status": "running"}}, "healthy"),
+        (
+            {"State": {"Status": "running", "Health": {"Status": "starting"}}},
+            "starting",
+        ),
+        ({"State": {"Status": "exited", "ExitCode": 3}}, "exited"),
+        ({"State": {"Status": "created", "Error": "exec failed"}}, "created"),
+        ({"State": {"Status": "restarting"}, "RestartCount": 1}, "restarting"),
+        (
+            {
+                "State": {"Status": "running", "Health": {"Status": "starting"}},
+                "RestartCount": 2,
+            },
+            "restarting",
+        ),
+        (
+            {
+                "State": {"Status": "running", "Health": {"Status": "healthy"}},
+                "RestartCount": 2,
+            },
+            "healthy",
+        ),
+    ],
+)
+def test_service_state_of_container(attrs: dict, expected: str) -> None:
+    assert service_state(Container(attrs)) == expected
+
+
+def test_describe_state_of_unstarted_container() -> None:
+    container = Container(
+        {
+            "State": {
+                "Status": "created",
+                "ExitCode": 127,
+                "Error": 'exec: "grafana": executable file not found in $PATH',
+            },
+            "RestartCount": 0,
+        }
+    )
+
+    assert describe_container_state(container) == (
+        'status created, exit code 127, error: exec: "grafana": executable file '
+        "not found in $PATH"
+    )
+
+
+def test_describe_state_of_restarted_container() -> None:
+    container = Container(
+        {
+            "State": {"Status": "running", "Health": {"Status": "starting"}},
+            "RestartCount": 3,
+        }
+    )
+
+    assert describe_container_state(container) == (
+        "status running, health starting, restarted 3 times"
+    )
+
+
+# --- interrupts and down ----------------------------------------------------------
+
+
+def test_down_command_line_default_project() -> None:
+    assert down_command_line("slot-harness-stack") == "harness stack down"
+
+
+def test_down_command_line_named_project() -> None:
+    assert down_command_line("demo") == "harness stack down --project-name demo"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupts_raised_on_signal(signum: int) -> None:
+    before = signal.getsignal(signum)
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        with interrupts_raised():
+            # The Python handler runs as soon as raise_signal returns.
+            signal.raise_signal(signum)
+
+    assert caught.value.args == (signal.Signals(signum).name,)
+    assert signal.getsignal(signum) is before

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -27,12 +32,13 @@ from harness.compose import (
     stack_labels,
 )
 from harness.errors import InfrastructureError
+from harness.images import build_images
 from harness.stack import (
     LABEL_SERVICE,
     StackError,
     app,
     print_last_logs,
-    require_images,
+    require_grafana_image,
     start_stack,
     wait_healthy,
 )
@@ -44,6 +50,9 @@ PROMETHEUS_PORT = 19490
 COORDINATOR_PORT = 19481
 INSTANCES = 2
 TARGETS_DEADLINE_S = 60.0
+RESTART_DEADLINE_S = 60.0
+COMPOSE_START_DEADLINE_S = 60.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def http_json(url: str, method: str = "GET", body: dict | None = None):
@@ -171,6 +180,59 @@ def test_ports_published_on_loopback_only(stack: str, client) -> None:
                 assert binding["HostIp"] == "127.0.0.1", container.name
 
 
+def test_stack_runs_current_images(stack: str, runtime_image: str, client) -> None:
+    prometheus_image = build_images().prometheus
+    images = {
+        c.labels[LABEL_SERVICE]: c.attrs["Config"]["Image"]
+        for c in stack_resources(client, PROJECT)["containers"]
+    }
+
+    assert images == {
+        "c1": runtime_image,
+        "c2": runtime_image,
+        "postgres": runtime_image,
+        "prometheus": prometheus_image,
+        "redis": runtime_image,
+    }
+    assert f"image {runtime_image}" in stack
+
+
+def test_killed_coordinator_restarts(stack: str, client) -> None:
+    containers = {
+        c.labels[LABEL_SERVICE]: c
+        for c in stack_resources(client, PROJECT)["containers"]
+    }
+    coordinator = containers["c2"]
+    # SIGKILL from the host, as a crash or the OOM killer would end it. `docker
+    # kill` would count as a manual stop, which restart policies leave alone.
+    os.kill(coordinator.attrs["State"]["Pid"], signal.SIGKILL)
+    url = f"http://127.0.0.1:{COORDINATOR_PORT + 1}/health"
+
+    deadline = time.monotonic() + RESTART_DEADLINE_S
+    health = None
+    while time.monotonic() < deadline:
+        try:
+            health = http_json(url)
+            break
+        except (OSError, urllib.error.URLError):
+            time.sleep(0.5)
+    coordinator.reload()
+
+    assert health is not None, f"c2 gave no /health reply in {RESTART_DEADLINE_S} s"
+    status, body = health
+    assert status == 200
+    assert body["instance"] == "c2"
+    assert coordinator.attrs["RestartCount"] == 1
+    assert coordinator.attrs["State"]["Status"] == "running"
+
+
+def test_down_unknown_project_removes_nothing() -> None:
+    result = CliRunner().invoke(app, ["down", "--project-name", f"{PROJECT}-never"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (f"no stack {PROJECT}-never was found; nothing to remove\n")
+
+
 def test_down_leaves_nothing(runtime_image: str, client) -> None:
     # A second stack with its own project and ports, so that `down` runs on a
     # stack that is up while the module's stack is left alone.
@@ -198,7 +260,9 @@ def test_down_leaves_nothing(runtime_image: str, client) -> None:
     second = runner.invoke(app, ["down", "--project-name", project])
 
     assert first.exit_code == 0, first.output
+    assert f"stack {project} removed" in first.stdout
     assert second.exit_code == 0, second.output
+    assert f"no stack {project} was found; nothing to remove" in second.stdout
     assert stack_resources(client, project) == {
         "containers": [],
         "networks": [],
@@ -244,7 +308,7 @@ def test_exited_service_fails_with_log(runtime_image: str, client, capsys) -> No
     assert "stack services failed c1 (exited)" in str(caught.value)
     assert caught.value.exit_code == 2
     assert capsys.readouterr().err.splitlines() == [
-        "--- c1: last 20 log lines",
+        "--- c1: status exited, exit code 3; last 20 log lines",
         "boom",
         "--- redis: no container was created",
     ]
@@ -279,9 +343,129 @@ def test_wait_healthy_deadline_names_missing(client) -> None:
     assert "not healthy within 0 s: redis (missing)" in str(caught.value)
 
 
-def test_require_images_names_missing(client) -> None:
+def test_require_grafana_image_names_fix(client) -> None:
     with pytest.raises(InfrastructureError) as caught:
-        require_images(client, ["slot-harness/absent:none"])
+        require_grafana_image(client, "slot-harness/absent:none")
 
-    assert "slot-harness/absent:none not found" in str(caught.value)
-    assert "run `harness images build`" in str(caught.value)
+    message = str(caught.value)
+    assert "GRAFANA_IMAGE 'slot-harness/absent:none' is not in this Docker" in message
+    assert "docker load -i" in message
+    assert "harness images build" not in message
+
+
+def test_up_missing_grafana_image_exits_2(monkeypatch) -> None:
+    monkeypatch.setenv("GRAFANA_IMAGE", "slot-harness/absent:none")
+
+    result = CliRunner().invoke(
+        app, ["up", "--grafana", "--project-name", f"{PROJECT}-nografana"]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "load a Grafana image into the engine" in result.stderr
+
+
+@pytest.fixture
+def broken_grafana_image(runtime_image: str, client) -> Iterator[str]:
+    """Tag an image whose entrypoint does not exist, so its container cannot start."""
+    container = client.containers.create(runtime_image, ["true"])
+    try:
+        image = container.commit(
+            repository="pytest-broken-grafana",
+            tag=str(os.getpid()),
+            changes=['ENTRYPOINT ["/nonexistent/grafana-server"]', "CMD []"],
+        )
+    finally:
+        container.remove(force=True)
+    yield f"pytest-broken-grafana:{os.getpid()}"
+    client.images.remove(image.id, force=True)
+
+
+def test_grafana_start_failure_names_grafana(broken_grafana_image, monkeypatch):
+    project = f"{PROJECT}-grafana"
+    monkeypatch.setenv("GRAFANA_IMAGE", broken_grafana_image)
+    runner = CliRunner()
+    try:
+        result = runner.invoke(
+            app,
+            [
+                "up",
+                "--instances",
+                "1",
+                "--grafana",
+                "--grafana-port",
+                str(PROMETHEUS_PORT + 510),
+                "--prometheus-port",
+                str(PROMETHEUS_PORT + 500),
+                "--coordinator-port",
+                str(COORDINATOR_PORT + 500),
+                "--project-name",
+                project,
+            ],
+        )
+    finally:
+        runner.invoke(app, ["down", "--project-name", project])
+    sections = [line for line in result.stderr.splitlines() if line.startswith("---")]
+
+    assert result.exit_code == 2, result.output
+    assert len(sections) == 1, result.stderr
+    assert sections[0].startswith("--- grafana: status created, exit code"), sections
+    assert "/nonexistent/grafana-server" in sections[0]
+    assert sections[0].endswith("; no log output")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_up_names_down(runtime_image: str, client, signum: int) -> None:
+    project = f"{PROJECT}-signal{signum}"
+    offset = 600 + 10 * signum
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "stack",
+            "up",
+            "--instances",
+            "1",
+            "--prometheus-port",
+            str(PROMETHEUS_PORT + offset),
+            "--coordinator-port",
+            str(COORDINATOR_PORT + offset),
+            "--project-name",
+            project,
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            # The first container shows that Compose is creating the stack.
+            deadline = time.monotonic() + COMPOSE_START_DEADLINE_S
+            while time.monotonic() < deadline and process.poll() is None:
+                # Sparse: a container that Compose replaces between the listing
+                # and an inspection would raise NotFound.
+                filters = {"label": [f"{LABEL_STACK_PROJECT}={project}"]}
+                if client.containers.list(all=True, filters=filters, sparse=True):
+                    break
+                time.sleep(0.1)
+            assert process.poll() is None, "stack up ended before Compose started"
+            process.send_signal(signum)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            down = CliRunner().invoke(app, ["down", "--project-name", project])
+
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: stack {project} may be partly started, with containers, a "
+        f"network or volumes left; `harness stack down --project-name {project}` "
+        "removes them"
+    )
+    assert down.exit_code == 0, down.output
+    assert f"stack {project} removed" in down.stdout
+    assert stack_resources(client, project) == {
+        "containers": [],
+        "networks": [],
+        "volumes": [],
+    }
