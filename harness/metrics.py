@@ -104,6 +104,13 @@ class HarnessMetrics:
             ["batch"],
             registry=self.registry,
         )
+        self.batch_events = Gauge(
+            "harness_batch_events",
+            "Distinct events (contents and failures) the storm fired for the "
+            "batch; a batch with at least as many as its slots must fill",
+            ["batch"],
+            registry=self.registry,
+        )
         self.settle = Gauge(
             "harness_settle_seconds",
             "The scenario's settle time: how long after the storm and its "
@@ -137,8 +144,9 @@ class HarnessMetrics:
             self.fault_active.labels(kind).dec()
             self.fault_last_end.labels(kind).set(time.time())
 
-    def batch_fired(self, batch_id: str) -> None:
+    def batch_fired(self, batch_id: str, events: int) -> None:
         self.batch_sent.labels(batch_id).set(time.time())
+        self.batch_events.labels(batch_id).set(events)
 
     def settle_started(self, settle_s: float) -> None:
         self.settle_deadline.set(time.time() + settle_s)

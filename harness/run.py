@@ -243,6 +243,7 @@ class Run:
         # The firing after which every event of a batch went out at least once;
         # later firings of its events are redeliveries.
         batch_done_at = _batch_sent_firings(plan)
+        events_per_batch = {batch.batch_id: len(batch.events) for batch in plan.batches}
         progress = Progress(
             TextColumn("storm"),
             BarColumn(),
@@ -256,7 +257,8 @@ class Run:
 
             def on_firing(fired: int) -> None:
                 if fired in batch_done_at:
-                    self.metrics.batch_fired(batch_done_at[fired])
+                    batch_id = batch_done_at[fired]
+                    self.metrics.batch_fired(batch_id, events_per_batch[batch_id])
                 active = ", ".join(f"{k}" for k, n in ctx.active.items() if n > 0)
                 violations = sum(self.online.violations.values())
                 status = f"faults: {active or 'none'}  online violations: {violations}"
