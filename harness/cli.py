@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from harness.console import console, err_console
@@ -252,6 +253,7 @@ def observe(
     """Serves an observed run's saved Prometheus data again, until Ctrl-C."""
     from harness.observe import (
         observed_range,
+        range_from_files,
         require_free_port,
         require_saved_data,
         serve_saved,
@@ -259,7 +261,16 @@ def observe(
 
     try:
         require_saved_data(run_dir)
-        start, end = observed_range(run_dir)
+        try:
+            start, end = observed_range(run_dir)
+        except HarnessError as err:
+            # The data is what matters; the saved range only helps to query it.
+            start, end = range_from_files(run_dir)
+            err_console.print(
+                f"[yellow]{escape(str(err))}; the range below is estimated from "
+                "history.jsonl and the data files[/yellow]",
+                highlight=False,
+            )
         require_free_port(port, "--port")
         server = serve_saved(run_dir, _prometheus_image(), port)
     except HarnessError as err:

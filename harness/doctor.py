@@ -82,6 +82,19 @@ def check_prometheus() -> CheckResult:
     )
 
 
+def check_compose() -> CheckResult:
+    from harness.compose import detect_compose_tool
+    from harness.errors import InfrastructureError
+
+    try:
+        tool = detect_compose_tool()
+    except InfrastructureError as err:
+        return CheckResult("compose", "warn", f"{err}; only `harness stack` needs it")
+    return CheckResult(
+        "compose", "ok", f"{' '.join(tool.argv)} {tool.version}, for `harness stack`"
+    )
+
+
 def check_netem() -> CheckResult:
     from harness.topology.network import netem_available
 
@@ -173,6 +186,7 @@ def run_checks() -> list[CheckResult]:
         check_images(),
         check_debootstrap(),
         check_prometheus(),
+        check_compose(),
         check_iptables(),
         check_statistic_match(),
         check_netem(),

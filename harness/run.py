@@ -545,6 +545,9 @@ async def execute_run(
     finally:
         results["duration_s"] = round(time.monotonic() - started, 2)
         if observation is not None:
+            if observation.prometheus is not None and "alerts" not in results:
+                # Observed, but ended before the alerts were read.
+                results["alerts"] = None
             await asyncio.shield(asyncio.to_thread(observation.stop))
         if run is not None:
             run.history.close()

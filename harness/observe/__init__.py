@@ -6,6 +6,7 @@ from harness.observe.session import (
     Observation,
     ObserveOptions,
     observed_range,
+    range_from_files,
     require_saved_data,
     serve_saved,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "PrometheusServer",
     "discovery_document",
     "observed_range",
+    "range_from_files",
     "require_free_port",
     "require_saved_data",
     "serve_saved",

@@ -27,6 +27,7 @@ from typing import Any
 import docker
 import docker.errors
 import yaml
+from docker.types import Mount
 
 from harness.errors import HarnessError, InfrastructureError
 from harness.observe.endpoint import LOOPBACK
@@ -44,7 +45,9 @@ DATA_MOUNT = "/prometheus"
 # One scrape and one rule evaluation a second: runs last tens of seconds, and
 # an alert should fire while the bug is still happening.
 SCRAPE_INTERVAL_S = 1
-DISCOVERY_REFRESH_S = 2
+# Every second, because kill faults restart coordinators on new ports every few
+# seconds, and each restart leaves a gap in its series until discovery.
+DISCOVERY_REFRESH_S = 1
 READY_DEADLINE_S = 60.0
 FRESH_DEADLINE_S = 15.0
 STOP_TIMEOUT_S = 15
@@ -213,10 +216,17 @@ class PrometheusServer:
                 # Files in the run folder stay the user's, so removing a run
                 # folder needs no root.
                 user=f"{os.getuid()}:{os.getgid()}",
-                volumes={
-                    os.fspath(self.config_dir): {"bind": CONFIG_MOUNT, "mode": "ro"},
-                    os.fspath(self.data_dir): {"bind": DATA_MOUNT, "mode": "rw"},
-                },
+                # Mount objects, not a volumes dict: the dict's "host:container"
+                # text breaks on a run folder whose path has a colon.
+                mounts=[
+                    Mount(
+                        CONFIG_MOUNT,
+                        os.fspath(self.config_dir),
+                        type="bind",
+                        read_only=True,
+                    ),
+                    Mount(DATA_MOUNT, os.fspath(self.data_dir), type="bind"),
+                ],
                 labels=run_labels(self.run_id, "prometheus"),
             )
         except docker.errors.ImageNotFound as err:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from harness.observe.prometheus import (
     observe_config,
     replay_config,
 )
+from harness.topology.labels import LABEL_PROJECT, LABEL_ROLE, PROJECT
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +164,17 @@ def serve_saved(
     Raises HarnessError when the run folder holds no Prometheus data.
     """
     require_saved_data(run_dir)
+    client = client or docker.from_env(timeout=60)
+    data = (run_dir / PROMETHEUS_FOLDER / "data").resolve()
+    writer = _running_prometheus_on(client, data)
+    if writer is not None:
+        raise HarnessError(
+            f"the Prometheus container {writer} still writes {data}; wait until "
+            "its run ends, or run `harness down` if that run's harness is gone "
+            "(it removes the containers of runs whose harness process ended)"
+        )
     server = PrometheusServer(
-        client or docker.from_env(timeout=60),
+        client,
         image,
         run_dir / PROMETHEUS_FOLDER,
         f"observe-{secrets.token_hex(3)}",
@@ -185,11 +197,28 @@ def require_saved_data(run_dir: Path) -> None:
             f"({run_dir.parent})"
         )
     data = run_dir / PROMETHEUS_FOLDER / "data"
+    if data.exists() and not data.is_dir():
+        raise HarnessError(
+            f"{data} is a file, not Prometheus's data folder; restore the folder "
+            "from the run"
+        )
     if not data.is_dir():
         raise HarnessError(
             f"{run_dir} holds no Prometheus data ({data} is missing): only runs "
             "made with `harness run --observe` have it"
         )
+
+
+def _running_prometheus_on(client: docker.DockerClient, data: Path) -> str | None:
+    """Return the name of a running Prometheus container that mounts data."""
+    running = client.containers.list(
+        filters={"label": [f"{LABEL_PROJECT}={PROJECT}", f"{LABEL_ROLE}=prometheus"]}
+    )
+    for container in running:
+        for mount in container.attrs.get("Mounts") or []:
+            if mount.get("Source") == os.fspath(data):
+                return container.name
+    return None
 
 
 def observed_range(run_dir: Path) -> tuple[float, float]:
@@ -199,10 +228,7 @@ def observed_range(run_dir: Path) -> tuple[float, float]:
     at the newest file of the data folder, which Prometheus wrote last.
     """
     path = run_dir / ALERTS_FILE
-    damaged = (
-        f"{path} is missing or damaged; `harness run --observe` writes it. "
-        "Restore it, or delete the run folder"
-    )
+    damaged = f"{path} is missing or damaged"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -222,6 +248,32 @@ def observed_range(run_dir: Path) -> tuple[float, float]:
             f"{damaged} (observed_to {end} is before observed_from {start})"
         )
     return start, end
+
+
+def range_from_files(run_dir: Path) -> tuple[float, float]:
+    """Estimate the range of saved data when alerts.json cannot tell it.
+
+    The start is the history's started_at (the cluster start, a little before
+    Prometheus), else the oldest data file's time; the end is the newest data
+    file's time. Raises HarnessError when the data folder holds no file.
+    """
+    data = run_dir / PROMETHEUS_FOLDER / "data"
+    times = [path.stat().st_mtime for path in data.rglob("*") if path.is_file()]
+    if not times:
+        raise HarnessError(
+            f"{data} holds no files, so there is no Prometheus data to serve"
+        )
+    start = _history_start(run_dir / "history.jsonl")
+    return (min(times) if start is None else start), max(times)
+
+
+def _history_start(path: Path) -> float | None:
+    try:
+        with path.open(encoding="utf-8") as history:
+            header = json.loads(history.readline())
+        return datetime.fromisoformat(header["started_at"]).timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _finite(value: Any) -> float | None:

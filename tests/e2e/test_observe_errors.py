@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.errors import InfrastructureError
+from harness.errors import HarnessError, InfrastructureError
 from harness.images import ensure_prometheus_image
 from harness.observe import prometheus as prometheus_module
+from harness.observe import serve_saved
 from harness.observe.prometheus import PrometheusServer, replay_config
 
 pytestmark = pytest.mark.docker
@@ -37,7 +38,11 @@ def prometheus_servers(tmp_path):
 
     def make(name: str, port: int = 0) -> PrometheusServer:
         server = PrometheusServer(
-            client, image, tmp_path / name, f"pytest-observe-{name}", port
+            client,
+            image,
+            tmp_path / name,
+            f"pytest-observe-{len(started)}",
+            port,
         )
         started.append(server)
         return server
@@ -137,7 +142,7 @@ def test_prometheus_on_a_port_it_lost_fails_and_is_removed(
     assert "is taken" in message
     assert "Pass another --prometheus-port" in message
     assert second.container is None
-    assert project_containers(docker.from_env(), "pytest-observe-second") == []
+    assert project_containers(docker.from_env(), second.run_id) == []
     assert first.ready
 
 
@@ -148,3 +153,24 @@ def test_identity_tells_our_prometheus_from_another(prometheus_servers):
 
     assert ours._is_ours()
     assert not stranger._is_ours()
+
+
+def test_prometheus_serves_a_folder_with_a_colon(prometheus_servers):
+    server = prometheus_servers("run:with:colons")
+
+    server.start(replay_config(), "replay.yml")
+
+    assert server.ready
+    assert (server.data_dir / "wal").is_dir()
+
+
+def test_observe_refuses_data_its_run_still_writes(prometheus_servers, tmp_path):
+    live = prometheus_servers("run/prometheus")
+    live.start(replay_config(), "replay.yml")
+    run_dir = tmp_path / "run"
+
+    with pytest.raises(HarnessError) as caught:
+        serve_saved(run_dir, ensure_prometheus_image(lambda line: None))
+
+    assert f"container slot-harness-{live.run_id}-prometheus" in str(caught.value)
+    assert f"still writes {live.data_dir}" in str(caught.value)

@@ -85,6 +85,6 @@ def test_observe_config_scrapes_harness_and_coordinators():
         {"targets": ["127.0.0.1:19191"], "labels": {"instance": "harness"}}
     ]
     assert jobs["coordinator"]["http_sd_configs"] == [
-        {"url": "http://127.0.0.1:19191/targets", "refresh_interval": "2s"}
+        {"url": "http://127.0.0.1:19191/targets", "refresh_interval": "1s"}
     ]
     assert config["global"]["scrape_interval"] == "1s"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.observe import observed_range, require_saved_data
+from harness.observe import observed_range, range_from_files, require_saved_data
 
 
 def observed_folder(tmp_path: Path, saved: object) -> Path:
@@ -80,3 +80,43 @@ def test_file_instead_of_run_folder_is_named(tmp_path):
 def test_run_without_prometheus_data_is_named(tmp_path):
     with pytest.raises(HarnessError, match="only runs made with"):
         require_saved_data(tmp_path)
+
+
+def test_range_from_files_starts_at_history_start(tmp_path):
+    run_dir = observed_folder(tmp_path, {})
+    (run_dir / "history.jsonl").write_text(
+        '{"format": "slot-harness-history", '
+        '"started_at": "1970-01-01T00:01:40+00:00"}\n'
+    )
+    wal = run_dir / "prometheus" / "data" / "wal" / "00000000"
+    wal.parent.mkdir()
+    wal.write_bytes(b"x")
+    os.utime(wal, (170.0, 170.0))
+
+    assert range_from_files(run_dir) == (100.0, 170.0)
+
+
+def test_range_from_files_without_history_uses_data_times(tmp_path):
+    run_dir = observed_folder(tmp_path, {})
+    data = run_dir / "prometheus" / "data"
+    for name, mtime in (("a", 120.0), ("b", 180.0)):
+        (data / name).write_bytes(b"x")
+        os.utime(data / name, (mtime, mtime))
+
+    assert range_from_files(run_dir) == (120.0, 180.0)
+
+
+def test_range_from_files_needs_some_data(tmp_path):
+    run_dir = observed_folder(tmp_path, {})
+
+    with pytest.raises(HarnessError, match="holds no files"):
+        range_from_files(run_dir)
+
+
+def test_data_file_instead_of_folder_is_named(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "prometheus").mkdir(parents=True)
+    (run_dir / "prometheus" / "data").write_text("not a folder")
+
+    with pytest.raises(HarnessError, match="is a file, not Prometheus's data folder"):
+        require_saved_data(run_dir)
