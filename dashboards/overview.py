@@ -1,4 +1,4 @@
-"""Overview dashboard: throughput, success rate and latency against targets."""
+"""Overview dashboard: throughput, definite answers and latency against targets."""
 
 from __future__ import annotations
 
@@ -52,19 +52,23 @@ def _throughput_panels():
     return [operations, requests]
 
 
-def _success_rate_panel():
+def _definite_answers_panel():
     return (
         timeseries_panel(
-            "Success rate",
-            "Share of harness operations that ended ok. Operations with an unknown "
-            "outcome (info) count as not ok.",
+            "Definite answers",
+            "Share of harness operations with a definite reply, ok or fail. ok: "
+            "the coordinator replied 200 or 201. fail: a definite refusal (400, "
+            "404, or 409 such as a full batch) or a connection refused before "
+            "sending, which a valid run expects. info: an unknown outcome (a "
+            "timeout, a reset after sending or a 5xx), which may or may not have "
+            "taken effect.",
             PERCENT_UNIT,
             [
                 query(
-                    'sum(rate(harness_operations_total{outcome="ok"}'
+                    'sum(rate(harness_operations_total{outcome=~"ok|fail"}'
                     "[$__rate_interval])) / "
                     "sum(rate(harness_operations_total[$__rate_interval]))",
-                    "ok",
+                    "ok or fail",
                 )
             ],
         )
@@ -113,11 +117,12 @@ def _latency_panels():
 
 def build() -> Dashboard:
     """Build the overview dashboard."""
-    panels = [*_throughput_panels(), _success_rate_panel(), *_latency_panels()]
+    panels = [*_throughput_panels(), _definite_answers_panel(), *_latency_panels()]
     return build_dashboard(
         UID,
         "Slot harness: overview",
-        "Throughput, success rate and latency of a run against its targets.",
+        "Throughput, share of definite answers and latency of a run against its "
+        "targets.",
         panels,
         variables=[instance_variable()],
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import traceback
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -100,7 +102,9 @@ def _compare(out: Path, rendered: dict[str, str]) -> tuple[list[str], list[str]]
         path = out / name
         if not path.is_file():
             outdated.append(f"missing: {path}")
-        elif path.read_text(encoding="utf-8") != text:
+        # Bytes, so that a file that is not UTF-8 counts as differing instead of
+        # failing to decode.
+        elif path.read_bytes() != text.encode("utf-8"):
             outdated.append(f"differs: {path}")
     # Grafana's provisioning loads every JSON file of the folder, so a file
     # left from a removed dashboard would still be shown.
@@ -113,20 +117,66 @@ def _compare(out: Path, rendered: dict[str, str]) -> tuple[list[str], list[str]]
     return outdated, stale
 
 
-def _check(out: Path, rendered: dict[str, str]) -> None:
+def _check_summary(
+    outdated_count: int, stale_count: int, out: Path, is_committed_folder: bool
+) -> str:
+    """Return the summary line: the count of each kind of problem and its fix."""
+    build_command = (
+        "harness dashboards build"
+        if is_committed_folder
+        else f"harness dashboards build --out {out}"
+    )
+    fixes = []
+    if outdated_count:
+        rewrite = f"run `{build_command}` to rewrite the out-of-date file(s)"
+        # Only the package's own folder is committed. A folder given with --out
+        # may be outside the repository.
+        if is_committed_folder:
+            rewrite += " and commit the result"
+        fixes.append(rewrite)
+    if stale_count:
+        fixes.append("delete the stale file(s)")
+    advice = ", and ".join(fixes)
+    total = outdated_count + stale_count
+    counts = f"{outdated_count} out of date (missing or differs), {stale_count} stale"
+    return (
+        f"{total} dashboard file(s) need changes: {counts}. "
+        f"{advice[0].upper()}{advice[1:]}."
+    )
+
+
+def _check(out: Path, rendered: dict[str, str], is_committed_folder: bool) -> None:
     """Print each outdated or stale file of `out`, and exit 1 if there is one."""
     outdated, stale = _compare(out, rendered)
     for problem in outdated + stale:
         typer.echo(problem, err=True)
-    if outdated:
+    if outdated or stale:
         typer.echo(
-            f"{len(outdated)} dashboard file(s) out of date; run "
-            f"`harness dashboards build --out {out}` and commit the result.",
+            _check_summary(len(outdated), len(stale), out, is_committed_folder),
             err=True,
         )
-    if outdated or stale:
         raise typer.Exit(1)
     typer.echo(f"{len(rendered)} dashboard files in {out} are up to date.")
+
+
+def _write_replacing(path: Path, text: str) -> None:
+    """Write `text` to a new file beside `path`, then rename it over `path`.
+
+    The rename replaces the directory entry, so a symlink at `path` is replaced
+    by the file instead of followed out of the folder, and a reader never sees
+    a half-written file.
+    """
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    # O_EXCL fails on any existing entry, a symlink included. Mode 0o666 leaves
+    # the permissions to the umask, as for any new file.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(text.encode("utf-8"))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @app.command()
@@ -160,16 +210,17 @@ def build(
     json_dir, rendered = _render_dashboards()
     if out is None:
         out = json_dir
+    is_committed_folder = out.resolve() == json_dir.resolve()
 
     if check:
-        _check(out, rendered)
+        _check(out, rendered, is_committed_folder)
         return
 
     for name, text in rendered.items():
         path = out / name
         try:
             out.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            _write_replacing(path, text)
         except OSError as err:
             typer.echo(
                 f"error: cannot write {path}: {err.strerror}. Pass a writable "

@@ -253,15 +253,30 @@ def test_latency_panel_draws_its_target(title, metric, store, target_seconds):
             assert store in target["expr"]
 
 
-def test_success_rate_is_a_percentunit_ratio():
+def test_definite_answers_counts_ok_and_fail():
     panels = {p["title"]: p for p in load("slot-overview.json")["panels"]}
-    panel = panels["Success rate"]
+    panel = panels["Definite answers"]
+    defaults = panel["fieldConfig"]["defaults"]
 
-    assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert "Success rate" not in panels
+    assert defaults["unit"] == "percentunit"
+    assert defaults["min"] == 0
+    assert defaults["max"] == 1
+    assert len(panel["targets"]) == 1
     assert panel["targets"][0]["expr"] == (
-        'sum(rate(harness_operations_total{outcome="ok"}[$__rate_interval])) / '
-        "sum(rate(harness_operations_total[$__rate_interval]))"
+        'sum(rate(harness_operations_total{outcome=~"ok|fail"}[$__rate_interval]))'
+        " / sum(rate(harness_operations_total[$__rate_interval]))"
     )
+    assert panel["targets"][0]["legendFormat"] == "ok or fail"
+
+
+def test_definite_answers_describes_outcomes():
+    panels = {p["title"]: p for p in load("slot-overview.json")["panels"]}
+    description = panels["Definite answers"]["description"]
+
+    assert "ok: the coordinator replied 200 or 201." in description
+    assert "fail: a definite refusal (400, 404, or 409" in description
+    assert "info: an unknown outcome" in description
 
 
 def _as_plain_promql(expr: str) -> str:
@@ -365,8 +380,9 @@ def test_check_lists_outdated_files(tmp_path):
         f"missing: {tmp_path / 'slot-invariants.json'}",
         f"stale: {tmp_path / 'old.json'} (no dashboard module builds it). Delete "
         "the file, because `harness dashboards build` does not remove files.",
-        f"2 dashboard file(s) out of date; run `harness dashboards build --out "
-        f"{tmp_path}` and commit the result.",
+        "3 dashboard file(s) need changes: 2 out of date (missing or differs), 1 "
+        f"stale. Run `harness dashboards build --out {tmp_path}` to rewrite the "
+        "out-of-date file(s), and delete the stale file(s).",
     ]
     # --check writes nothing.
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -405,9 +421,103 @@ def test_check_says_to_delete_stale_file(tmp_path):
     # `build` would leave old.json in place, so the output does not suggest it.
     assert result.stderr.splitlines() == [
         f"stale: {tmp_path / 'old.json'} (no dashboard module builds it). Delete "
-        "the file, because `harness dashboards build` does not remove files."
+        "the file, because `harness dashboards build` does not remove files.",
+        "1 dashboard file(s) need changes: 0 out of date (missing or differs), 1 "
+        "stale. Delete the stale file(s).",
     ]
     assert result.stdout == ""
+
+
+def test_check_reports_non_utf8_file_as_differing(tmp_path):
+    runner.invoke(app, ["build", "--out", str(tmp_path)])
+    (tmp_path / "slot-coordination.json").write_bytes(b'{"title": "\xff\xfe"}\n')
+
+    result = runner.invoke(app, ["build", "--out", str(tmp_path), "--check"])
+
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stderr.splitlines() == [
+        f"differs: {tmp_path / 'slot-coordination.json'}",
+        "1 dashboard file(s) need changes: 1 out of date (missing or differs), 0 "
+        f"stale. Run `harness dashboards build --out {tmp_path}` to rewrite the "
+        "out-of-date file(s).",
+    ]
+
+
+def test_check_outside_repository_says_no_commit(tmp_path):
+    (tmp_path / "slot-overview.json").write_text("{}\n", encoding="utf-8")
+
+    result = runner.invoke(app, ["build", "--out", str(tmp_path), "--check"])
+
+    assert result.exit_code == 1
+    summary = result.stderr.splitlines()[-1]
+    assert summary == (
+        "3 dashboard file(s) need changes: 3 out of date (missing or differs), 0 "
+        f"stale. Run `harness dashboards build --out {tmp_path}` to rewrite the "
+        "out-of-date file(s)."
+    )
+    assert "commit" not in result.stderr
+
+
+@pytest.mark.parametrize("explicit_out", [False, True], ids=["default", "explicit"])
+def test_check_of_package_folder_says_commit(shadow_dashboards, explicit_out):
+    # The copy has no json/ folder, so every file of its default folder is
+    # missing.
+    json_dir = shadow_dashboards / "json"
+    args = ["build", "--check"] + (["--out", str(json_dir)] if explicit_out else [])
+
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        *[f"missing: {json_dir / name}" for name in BUILD_ORDER],
+        "3 dashboard file(s) need changes: 3 out of date (missing or differs), 0 "
+        "stale. Run `harness dashboards build` to rewrite the out-of-date file(s) "
+        "and commit the result.",
+    ]
+
+
+def test_build_replaces_symlink_not_target(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "outside.txt"
+    target.write_text("keep me\n", encoding="utf-8")
+    link = out / "slot-overview.json"
+    link.symlink_to(target)
+
+    result = runner.invoke(app, ["build", "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    assert target.read_text(encoding="utf-8") == "keep me\n"
+    assert not link.is_symlink()
+    assert link.read_text(encoding="utf-8") == render_all()["slot-overview.json"]
+
+
+def test_build_overwrites_and_leaves_no_temporary_file(tmp_path):
+    runner.invoke(app, ["build", "--out", str(tmp_path)])
+    (tmp_path / "slot-invariants.json").write_bytes(b"\xff old\n")
+
+    result = runner.invoke(app, ["build", "--out", str(tmp_path)])
+
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == EXPECTED_FILES
+    for name in EXPECTED_FILES:
+        assert (tmp_path / name).read_text(encoding="utf-8") == render_all()[name]
+
+
+def test_failed_write_removes_temporary_file(tmp_path):
+    # A folder in the place of a file makes the rename fail, even for root.
+    (tmp_path / "slot-overview.json").mkdir()
+
+    result = runner.invoke(app, ["build", "--out", str(tmp_path)])
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: cannot write {tmp_path / 'slot-overview.json'}: Is a directory. "
+        "Pass a writable folder with --out.\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slot-overview.json"]
+    assert (tmp_path / "slot-overview.json").is_dir()
 
 
 @pytest.fixture
