@@ -160,8 +160,8 @@ class PrometheusServer:
         self.port = port or free_loopback_port()
         # The command-line option that sets the port, for error messages.
         self.port_option = port_option
-        # Written into the configuration, so the server on the port can be
-        # told apart from another Prometheus left there by someone else.
+        # Written into the configuration, so that this server can be
+        # distinguished from another Prometheus left on the port.
         self.identity = secrets.token_hex(8)
         self.container = None
         self.ready = False
@@ -254,7 +254,7 @@ class PrometheusServer:
             if self._answers_ready():
                 if not self._is_ours():
                     raise InfrastructureError(
-                        f"the port of {self.url} is taken: another server answers "
+                        f"the port of {self.url} is taken: another server responds "
                         "there, not the Prometheus this command started. Pass "
                         f"another {self.port_option}, or 0 for a free one"
                     )

@@ -2,8 +2,8 @@
 
 Every run serves its metrics on 127.0.0.1 while it runs. With --observe a
 Prometheus container scrapes the harness and every coordinator, evaluates the
-alert rules, and keeps its data in the run folder; at the end the run saves
-which alerts fired into alerts.json and results.json.
+alert rules, and keeps its data in the run folder. At the end the run saves
+the alerts that fired into alerts.json and results.json.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ ALERTS_FILE = "alerts.json"
 
 @dataclass(frozen=True)
 class ObserveOptions:
-    """What the command line asked for: ports, and whether to run Prometheus."""
+    """Observation options from the command line: ports, the Prometheus image."""
 
     prometheus_image: str | None = None  # None: no Prometheus
     metrics_port: int = 0
@@ -161,7 +161,7 @@ def serve_saved(
 ) -> PrometheusServer:
     """Start Prometheus on the data an observed run saved; it scrapes nothing.
 
-    Raises HarnessError when the run folder holds no Prometheus data.
+    Raises HarnessError when the run folder contains no Prometheus data.
     """
     require_saved_data(run_dir)
     client = client or docker.from_env(timeout=60)
@@ -193,7 +193,7 @@ def require_saved_data(run_dir: Path) -> None:
         )
     if not run_dir.is_dir():
         raise HarnessError(
-            f"{run_dir} is a file, not a run folder; pass the folder that holds it "
+            f"{run_dir} is a file, not a run folder; pass the folder that contains it "
             f"({run_dir.parent})"
         )
     data = run_dir / PROMETHEUS_FOLDER / "data"
@@ -204,7 +204,7 @@ def require_saved_data(run_dir: Path) -> None:
         )
     if not data.is_dir():
         raise HarnessError(
-            f"{run_dir} holds no Prometheus data ({data} is missing): only runs "
+            f"{run_dir} contains no Prometheus data ({data} is missing): only runs "
             "made with `harness run --observe` have it"
         )
 
@@ -224,8 +224,8 @@ def _running_prometheus_on(client: docker.DockerClient, data: Path) -> str | Non
 def observed_range(run_dir: Path) -> tuple[float, float]:
     """Return the unix times an observed run's Prometheus data covers.
 
-    A run stopped before its end has no end time saved; its range then ends
-    at the newest file of the data folder, which Prometheus wrote last.
+    A run stopped before its end saved no end time. Its range then ends at
+    the newest file of the data folder, which Prometheus wrote last.
     """
     path = run_dir / ALERTS_FILE
     damaged = f"{path} is missing or damaged"
@@ -254,14 +254,14 @@ def range_from_files(run_dir: Path) -> tuple[float, float]:
     """Estimate the range of saved data when alerts.json cannot tell it.
 
     The start is the history's started_at (the cluster start, a little before
-    Prometheus), else the oldest data file's time; the end is the newest data
-    file's time. Raises HarnessError when the data folder holds no file.
+    Prometheus), else the oldest data file's time. The end is the newest data
+    file's time. Raises HarnessError when the data folder contains no file.
     """
     data = run_dir / PROMETHEUS_FOLDER / "data"
     times = [path.stat().st_mtime for path in data.rglob("*") if path.is_file()]
     if not times:
         raise HarnessError(
-            f"{data} holds no files, so there is no Prometheus data to serve"
+            f"{data} contains no files, so there is no Prometheus data to serve"
         )
     start = _history_start(run_dir / "history.jsonl")
     return (min(times) if start is None else start), max(times)

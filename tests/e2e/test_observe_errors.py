@@ -123,9 +123,7 @@ def test_observe_on_a_file_names_the_folder(tmp_path):
     assert "is a file, not a run folder" in result.output
 
 
-def test_prometheus_on_a_port_it_lost_fails_and_is_removed(
-    prometheus_servers, monkeypatch
-):
+def test_prometheus_losing_its_port_is_removed(prometheus_servers, monkeypatch):
     first = prometheus_servers("first")
     first.start(replay_config(), "replay.yml")
     # The port check passes in a race where the port is taken just after it.
@@ -136,7 +134,7 @@ def test_prometheus_on_a_port_it_lost_fails_and_is_removed(
         second.start(replay_config(), "replay.yml")
 
     # Which of the two notices first depends on timing: the container exits
-    # on the taken port, or the first server answers the readiness probe.
+    # on the taken port, or the first server responds to the readiness probe.
     message = str(caught.value)
     assert first.url in message
     assert "is taken" in message

@@ -109,7 +109,7 @@ def test_range_from_files_without_history_uses_data_times(tmp_path):
 def test_range_from_files_needs_some_data(tmp_path):
     run_dir = observed_folder(tmp_path, {})
 
-    with pytest.raises(HarnessError, match="holds no files"):
+    with pytest.raises(HarnessError, match="contains no files"):
         range_from_files(run_dir)
 
 
