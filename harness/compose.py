@@ -9,6 +9,7 @@ on the number of instances, so they are generated per Compose project under
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,8 @@ PROMETHEUS_IMAGE = "slot-harness/prometheus:latest"
 PROMETHEUS_PORT = 9090
 LABEL_STACK = "slot-harness.stack"
 LABEL_STACK_PROJECT = "slot-harness.stack-project"
+# The label whose value is prometheus_digest() of the files Prometheus mounts.
+LABEL_PROMETHEUS_DIGEST = "slot-harness.prometheus-digest"
 GRAFANA_PROFILE = "grafana"
 # Long enough for the short probe commands; a hung probe is cut by its timeout.
 VERSION_TIMEOUT_S = 20.0
@@ -179,8 +182,10 @@ def coordinators_compose(spec: StackSpec) -> dict:
             "image": spec.runtime_image,
             "pull_policy": "never",
             "command": ["python", "-m", "harness.coordinator"],
-            # A coordinator that crashes or is killed comes back on its own,
-            # as it would under an orchestrator. `down` stops it for good.
+            # A coordinator that crashes or is killed inside its container
+            # comes back on its own, as it would under an orchestrator. After
+            # `docker kill` or `docker stop`, which Docker counts as manual
+            # stops, it stays stopped.
             "restart": "unless-stopped",
             "environment": {
                 "PORT": str(COORDINATOR_PORT),
@@ -265,6 +270,21 @@ def write_generated_files(spec: StackSpec, alerts: Path = ALERTS_FILE) -> Path:
     return spec.empty_alerts_file
 
 
+def prometheus_digest(spec: StackSpec, alerts: Path) -> str:
+    """Hash the Prometheus configuration and rules file that the stack mounts.
+
+    compose.yaml puts the digest in a label of the prometheus service. Compose
+    recreates a container whose labels changed, but not one whose bind-mounted
+    files changed, so the label is what makes `up` start a Prometheus that
+    loads a rewritten configuration. A missing file hashes as absent.
+    """
+    digest = hashlib.sha256()
+    for path in (spec.prometheus_file, alerts):
+        content = path.read_bytes() if path.is_file() else b"absent"
+        digest.update(len(content).to_bytes(8, "big") + content)
+    return digest.hexdigest()[:16]
+
+
 def compose_environment(
     spec: StackSpec, alerts: Path, base: Mapping[str, str]
 ) -> dict[str, str]:
@@ -277,6 +297,7 @@ def compose_environment(
         "SLOT_STACK_PROMETHEUS_PORT": str(spec.prometheus_port),
         "SLOT_STACK_PROMETHEUS_CONFIG": str(spec.prometheus_file),
         "SLOT_STACK_ALERTS": str(alerts),
+        "SLOT_STACK_PROMETHEUS_DIGEST": prometheus_digest(spec, alerts),
         "SLOT_STACK_GRAFANA_PORT": str(spec.grafana_port),
     }
 
@@ -292,6 +313,19 @@ def up_command(tool: ComposeTool, spec: StackSpec, grafana: bool = False) -> lis
         spec.project,
         spec.files(),
         ["up", "--detach", "--no-build", "--remove-orphans"],
+        profiles,
+    )
+
+
+def recreate_prometheus_command(
+    tool: ComposeTool, spec: StackSpec, grafana: bool = False
+) -> list[str]:
+    """Build the command that replaces the prometheus container and nothing else."""
+    profiles = [GRAFANA_PROFILE] if grafana else []
+    return tool.command(
+        spec.project,
+        spec.files(),
+        ["up", "--detach", "--no-build", "--no-deps", "--force-recreate", "prometheus"],
         profiles,
     )
 

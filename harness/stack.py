@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import signal
@@ -17,8 +18,10 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 
 import docker
@@ -29,6 +32,7 @@ from rich.markup import escape
 from harness.compose import (
     BASE_FILE,
     DEFAULT_PROJECT,
+    LABEL_PROMETHEUS_DIGEST,
     LABEL_STACK,
     LABEL_STACK_PROJECT,
     PROMETHEUS_PORT,
@@ -37,6 +41,7 @@ from harness.compose import (
     compose_environment,
     detect_compose_tool,
     down_command,
+    recreate_prometheus_command,
     up_command,
     write_generated_files,
 )
@@ -414,12 +419,103 @@ def start_stack(
         services.append("grafana")
     try:
         run_compose(up_command(tool, spec, grafana), env, deadline - time.monotonic())
+        # Compose replaces Prometheus when the digest label changed. A Compose
+        # that kept the old container would leave it scraping the old targets.
+        digest = env["SLOT_STACK_PROMETHEUS_DIGEST"]
+        if prometheus_digest_label(client, spec.project) != digest:
+            console.print(
+                "  Compose kept the old Prometheus container; recreating it so "
+                "that it loads the changed configuration"
+            )
+            run_compose(
+                recreate_prometheus_command(tool, spec, grafana),
+                env,
+                deadline - time.monotonic(),
+            )
     except InfrastructureError as err:
         raise StackError(
             str(err), failing_after_compose(client, spec.project, services)
         ) from err
     wait_healthy(client, spec.project, services, deadline - time.monotonic())
+    wait_scraped(spec, deadline - time.monotonic())
     return StartedStack(spec, grafana)
+
+
+def prometheus_digest_label(client: docker.DockerClient, project: str) -> str | None:
+    """Return the configuration digest that the stack's Prometheus was created with."""
+    container = service_containers(client, project).get("prometheus")
+    if container is None:
+        return None
+    return container.labels.get(LABEL_PROMETHEUS_DIGEST)
+
+
+def scrape_health(prometheus_port: int) -> dict[str, tuple[str, str]]:
+    """Map each coordinator target of Prometheus to its health and last error."""
+    url = f"http://127.0.0.1:{prometheus_port}/api/v1/targets?state=active"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        targets = json.loads(reply.read())["data"]["activeTargets"]
+    return {
+        target["labels"]["instance"]: (target["health"], target["lastError"])
+        for target in targets
+        if target["labels"].get("job") == "coordinator"
+    }
+
+
+def wait_scraped(spec: StackSpec, timeout_s: float) -> None:
+    """Poll Prometheus until its coordinator targets are exactly c1..cN, all up.
+
+    Raise StackError at the deadline, naming the targets that are down,
+    missing or left over from an earlier configuration.
+    """
+    expected = set(spec.coordinator_names)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        api_error = None
+        try:
+            health = scrape_health(spec.prometheus_port)
+        except (OSError, urllib.error.URLError, ValueError, KeyError) as err:
+            # Kept for the message, and retried until the deadline, because a
+            # Prometheus that was just recreated may not serve its API yet.
+            health, api_error = {}, f"{type(err).__name__}: {err}"
+        up = {name for name, (state, _) in health.items() if state == "up"}
+        if set(health) == expected and up == expected:
+            return
+        if time.monotonic() >= deadline:
+            # The logs of Prometheus and of each coordinator it cannot scrape.
+            failing = [
+                "prometheus",
+                *sorted(expected - up, key=spec.coordinator_names.index),
+            ]
+            raise StackError(
+                describe_targets(spec.coordinator_names, health, timeout_s, api_error),
+                failing,
+            )
+        time.sleep(POLL_INTERVAL_S)
+
+
+def describe_targets(
+    expected: list[str],
+    health: dict[str, tuple[str, str]],
+    timeout_s: float,
+    api_error: str | None = None,
+) -> str:
+    """Describe how the coordinator targets of Prometheus differ from ``expected``."""
+    if api_error is not None:
+        return (
+            f"the targets API of Prometheus did not answer within {timeout_s:.0f} "
+            f"s: {api_error}; see the Prometheus log below"
+        )
+    problems = [f"{name} (not a target)" for name in expected if name not in health]
+    for name, (state, error) in health.items():
+        if name not in expected:
+            problems.append(f"{name} (a target of an earlier configuration)")
+        elif state != "up":
+            problems.append(f"{name} ({state}: {error or 'no error reported'})")
+    return (
+        f"Prometheus did not scrape exactly the coordinators {', '.join(expected)} "
+        f"within {timeout_s:.0f} s: {', '.join(problems)}; see its targets page "
+        "(/targets) and pass a longer --timeout if the machine is busy"
+    )
 
 
 @app.command()
@@ -570,35 +666,197 @@ def down_command_line(project: str) -> str:
 
 
 @dataclass
+class SweepFailure:
+    """A stack resource that the label sweep could not remove, and how to fix it."""
+
+    kind: str
+    name: str
+    error: str
+    fix: str
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name}: {self.error}; {self.fix}"
+
+
+@dataclass
 class RemovedStack:
-    containers: list[str]
-    networks: list[str]
-    volumes: list[str]
+    containers: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    failures: list[SweepFailure] = field(default_factory=list)
 
 
-def remove_stack_resources(client: docker.DockerClient, project: str) -> RemovedStack:
-    """Remove every container, then network, then volume with the stack's labels."""
+# Newer engines (Docker 25 and later) name the endpoints in the error itself,
+# as `name:"c1" id:"0123456789ab"`. Docker 20.10 names none.
+ENDPOINT_IN_ERROR = re.compile(r'name:"([^"]+)"')
+
+
+def remove_stack_resources(client, project: str) -> RemovedStack:
+    """Remove every container, then network, then volume with the stack's labels.
+
+    Each removal is attempted even when an earlier one failed, so that one
+    stale network does not leave the volumes behind. The failures are
+    returned with their fixes instead of raised.
+    """
     filters = stack_filters(project)
-    removed = RemovedStack([], [], [])
-    for container in client.containers.list(all=True, filters=filters):
+    removed = RemovedStack()
+    again = down_command_line(project)
+
+    # Listed with ignore_removed, so that a container that Compose removes
+    # between the listing and its inspection is no error.
+    containers = _list_or_record(
+        removed,
+        "containers",
+        lambda: client.containers.list(all=True, filters=filters, ignore_removed=True),
+        again,
+    )
+    for container in containers:
         try:
             container.remove(force=True, v=True)
             removed.containers.append(container.name)
         except docker.errors.NotFound:
             pass
-    for network in client.networks.list(filters=filters):
-        try:
-            network.remove()
+        except docker.errors.APIError as err:
+            removed.failures.append(
+                SweepFailure(
+                    "container",
+                    container.name,
+                    _explain(err),
+                    f"remove it with `docker rm -f {container.name}`, then run "
+                    f"`{again}` again",
+                )
+            )
+
+    networks = _list_or_record(
+        removed, "networks", lambda: client.networks.list(filters=filters), again
+    )
+    for network in networks:
+        failure = remove_network(client, network, again)
+        if failure is None:
             removed.networks.append(network.name)
-        except docker.errors.NotFound:
-            pass
-    for volume in client.volumes.list(filters=filters):
+        else:
+            removed.failures.append(failure)
+
+    volumes = _list_or_record(
+        removed, "volumes", lambda: client.volumes.list(filters=filters), again
+    )
+    for volume in volumes:
         try:
             volume.remove(force=True)
             removed.volumes.append(volume.name)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as err:
+            removed.failures.append(
+                SweepFailure(
+                    "volume",
+                    volume.name,
+                    _explain(err),
+                    "remove the containers that use it (`docker ps -a --filter "
+                    f"volume={volume.name}`), then run `{again}` again",
+                )
+            )
     return removed
+
+
+def _list_or_record(removed: RemovedStack, kind: str, listing, again: str) -> list:
+    """Return ``listing()``, or record its failure and return no resources."""
+    try:
+        return listing()
+    except docker.errors.APIError as err:
+        removed.failures.append(
+            SweepFailure(
+                "listing of",
+                kind,
+                _explain(err),
+                f"check the Docker daemon's log, then run `{again}` again",
+            )
+        )
+        return []
+
+
+def _explain(err: docker.errors.APIError) -> str:
+    """Return the engine's own message of ``err``, without the HTTP preamble."""
+    return str(err.explanation or err)
+
+
+def remove_network(client, network, again: str) -> SweepFailure | None:
+    """Remove one network, first disconnecting stale endpoints when it has them.
+
+    A network whose containers are gone can still count endpoints, after an
+    interrupted `down` for instance, and the engine then rejects its removal
+    with "has active endpoints". `docker network disconnect -f` removes an
+    endpoint by name even when its container no longer exists. Returns None
+    when the network is removed or already gone, and the failure otherwise.
+    """
+    try:
+        network.remove()
+        return None
+    except docker.errors.NotFound:
+        return None
+    except docker.errors.APIError as err:
+        first = _explain(err)
+    if "active endpoints" not in first:
+        return SweepFailure(
+            "network",
+            network.name,
+            first,
+            f"check the Docker daemon's log, then run `{again}` again",
+        )
+
+    endpoints, problems = _network_endpoints(network, first)
+    for endpoint in endpoints:
+        try:
+            client.api.disconnect_container_from_network(
+                endpoint, network.id, force=True
+            )
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as err:
+            problems.append(f"disconnecting {endpoint} failed: {_explain(err)}")
+    try:
+        network.remove()
+        return None
+    except docker.errors.NotFound:
+        return None
+    except docker.errors.APIError as err:
+        last = _explain(err)
+
+    tried = (
+        f"`docker network disconnect -f` of its endpoints {', '.join(endpoints)} "
+        "did not help"
+        if endpoints
+        else "neither the engine's inspect output nor its error names an endpoint "
+        "to disconnect"
+    )
+    return SweepFailure(
+        "network",
+        network.name,
+        "; ".join([last, *problems]),
+        f"no container uses it any more, but the engine holds stale endpoints on "
+        f"it and {tried}; restarting the Docker daemon (`systemctl restart "
+        "docker`) clears them, and also stops every container on this engine "
+        f"unless live-restore is enabled; then run `{again}` again",
+    )
+
+
+def _network_endpoints(network, error: str) -> tuple[list[str], list[str]]:
+    """Name the endpoints of ``network``: from its inspect output, then ``error``.
+
+    Returns the names and any failure to inspect the network.
+    """
+    names: list[str] = []
+    problems: list[str] = []
+    try:
+        network.reload()
+        attached = network.attrs.get("Containers") or {}
+        names += [entry["Name"] for entry in attached.values() if entry.get("Name")]
+    except docker.errors.APIError as err:
+        problems.append(f"inspecting it failed: {_explain(err)}")
+    for name in ENDPOINT_IN_ERROR.findall(error):
+        if name not in names:
+            names.append(name)
+    return names, problems
 
 
 def stop_with_compose(tool: ComposeTool, spec: StackSpec) -> None:
@@ -692,19 +950,21 @@ def _remove_and_report(client: docker.DockerClient, spec: StackSpec) -> None:
         err_console.print(
             f"warning: {escape(str(err))}; removing by label only", highlight=False
         )
-    try:
-        removed = remove_stack_resources(client, spec.project)
-    except docker.errors.APIError as err:
-        raise _fail(
-            InfrastructureError(
-                f"removing the resources of stack {spec.project} failed: {err}; "
-                f"run `{down_command_line(spec.project)}` again, or remove them "
-                "with `docker rm -f`"
-            )
-        ) from err
+    removed = remove_stack_resources(client, spec.project)
     _remove_generated_files(spec)
-    console.print(
-        f"stack {spec.project} removed; the label sweep found "
-        f"{len(removed.containers)} containers, {len(removed.networks)} networks "
-        f"and {len(removed.volumes)} volumes that Compose left"
+    found = (
+        f"the label sweep found {len(removed.containers)} containers, "
+        f"{len(removed.networks)} networks and {len(removed.volumes)} volumes "
+        "that Compose left"
+    )
+    if not removed.failures:
+        console.print(f"stack {spec.project} removed; {found}")
+        return
+    console.print(f"stack {spec.project} partly removed; {found}")
+    raise _fail(
+        InfrastructureError(
+            f"{len(removed.failures)} resource(s) of stack {spec.project} could "
+            "not be removed:\n"
+            + "\n".join(f"  {failure.describe()}" for failure in removed.failures)
+        )
     )

@@ -9,7 +9,9 @@ import socket
 import subprocess
 from pathlib import Path
 
+import docker.errors
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -23,6 +25,8 @@ from harness.compose import (
     detect_compose_tool,
     down_command,
     prometheus_config,
+    prometheus_digest,
+    recreate_prometheus_command,
     up_command,
     write_generated_files,
 )
@@ -30,11 +34,15 @@ from harness.errors import HarnessError, InfrastructureError
 from harness.images import ImageSet
 from harness.images.prometheus import PACKAGE_HINT
 from harness.stack import (
+    SweepFailure,
+    _remove_and_report,
     app,
     busy_ports,
     describe_container_state,
+    describe_targets,
     down_command_line,
     interrupts_raised,
+    remove_stack_resources,
     service_state,
     stack_images,
     validate_spec,
@@ -168,6 +176,22 @@ def test_down_command_names_grafana_profile() -> None:
     ]
 
 
+def test_recreate_prometheus_command_standalone() -> None:
+    spec = StackSpec(project="demo")
+
+    argv = recreate_prometheus_command(STANDALONE, spec)
+
+    assert argv[-6:] == [
+        "up",
+        "--detach",
+        "--no-build",
+        "--no-deps",
+        "--force-recreate",
+        "prometheus",
+    ]
+    assert "--profile" not in argv
+
+
 def test_config_command_plugin() -> None:
     spec = StackSpec(project="demo")
 
@@ -194,6 +218,7 @@ def test_compose_environment_values() -> None:
         "SLOT_STACK_PROMETHEUS_CONFIG": str(spec.prometheus_file),
         "SLOT_STACK_ALERTS": "/tmp/alerts.yml",
         "SLOT_STACK_GRAFANA_PORT": "13000",
+        "SLOT_STACK_PROMETHEUS_DIGEST": prometheus_digest(spec, alerts),
     }
 
 
@@ -282,6 +307,35 @@ def test_prometheus_config_passes_promtool(generated_spec, tmp_path: Path) -> No
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_prometheus_digest_follows_instances(generated_spec, tmp_path: Path) -> None:
+    rules = tmp_path / "alerts.yml"
+    rules.write_text("groups: []\n")
+    write_generated_files(generated_spec, alerts=rules)
+    two = prometheus_digest(generated_spec, rules)
+    again = prometheus_digest(generated_spec, rules)
+    three_spec = StackSpec(instances=3, project=generated_spec.project)
+    write_generated_files(three_spec, alerts=rules)
+    three = prometheus_digest(three_spec, rules)
+
+    assert len(two) == 16
+    assert two == again
+    assert three != two
+
+
+def test_prometheus_digest_follows_rules(generated_spec, tmp_path: Path) -> None:
+    rules = tmp_path / "alerts.yml"
+    rules.write_text("groups: []\n")
+    write_generated_files(generated_spec, alerts=rules)
+    before = prometheus_digest(generated_spec, rules)
+    rules.write_text("groups: [{name: extra, rules: []}]\n")
+    after = prometheus_digest(generated_spec, rules)
+    rules.unlink()
+    absent = prometheus_digest(generated_spec, rules)
+
+    assert after != before
+    assert absent not in (before, after)
+
+
 def test_compose_config_validates_files(generated_spec, tmp_path: Path) -> None:
     try:
         tool = detect_compose_tool()
@@ -298,6 +352,10 @@ def test_compose_config_validates_files(generated_spec, tmp_path: Path) -> None:
 
     assert quiet.returncode == 0, quiet.stderr
     assert full.returncode == 0, full.stderr
+    labels = yaml.safe_load(full.stdout)["services"]["prometheus"]["labels"]
+    assert labels["slot-harness.prometheus-digest"] == prometheus_digest(
+        generated_spec, alerts
+    )
     services = yaml.safe_load(full.stdout)["services"]
     assert sorted(services) == [
         "c1",
@@ -550,3 +608,236 @@ def test_interrupts_raised_on_signal(signum: int) -> None:
 
     assert caught.value.args == (signal.Signals(signum).name,)
     assert signal.getsignal(signum) is before
+
+
+# --- Prometheus targets -----------------------------------------------------------
+
+
+def test_describe_targets_names_each_difference() -> None:
+    health = {
+        "c1": ("up", ""),
+        "c2": ("down", 'Get "http://c2:8000/metrics": connection refused'),
+        "c4": ("up", ""),
+    }
+
+    message = describe_targets(["c1", "c2", "c3"], health, 30.0)
+
+    assert message == (
+        "Prometheus did not scrape exactly the coordinators c1, c2, c3 within 30 s: "
+        'c3 (not a target), c2 (down: Get "http://c2:8000/metrics": connection '
+        "refused), c4 (a target of an earlier configuration); see its targets page "
+        "(/targets) and pass a longer --timeout if the machine is busy"
+    )
+
+
+def test_describe_targets_api_error() -> None:
+    message = describe_targets(["c1"], {}, 12.4, "URLError: connection refused")
+
+    assert message == (
+        "the targets API of Prometheus did not answer within 12 s: URLError: "
+        "connection refused; see the Prometheus log below"
+    )
+
+
+# --- the label sweep of `down`, on a fake engine ----------------------------------
+
+
+def api_error(explanation: str) -> docker.errors.APIError:
+    return docker.errors.APIError("500 Server Error", explanation=explanation)
+
+
+STALE = "error while removing network: network t_stack id 3dd5 has active endpoints"
+
+
+class FakeResource:
+    """A container, network or volume whose removals fail with ``errors`` in turn."""
+
+    def __init__(self, name: str, errors=(), endpoints=None) -> None:
+        self.name = name
+        self.id = f"id-{name}"
+        self.errors = list(errors)
+        self.removals = 0
+        self.endpoints = endpoints or {}
+        self.attrs: dict = {"Containers": {}}
+
+    def remove(self, **options) -> None:
+        self.removals += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+    def reload(self) -> None:
+        self.attrs = {"Containers": self.endpoints}
+
+
+class FakeCollection:
+    def __init__(self, items: list, error: Exception | None = None) -> None:
+        self.items = items
+        self.error = error
+
+    def list(self, **options) -> list:
+        if self.error is not None:
+            raise self.error
+        return self.items
+
+
+class FakeApi:
+    """Records each forced disconnect; the names in ``failing`` fail."""
+
+    def __init__(self, failing=()) -> None:
+        self.disconnected: list[tuple[str, str, bool]] = []
+        self.failing = set(failing)
+
+    def disconnect_container_from_network(self, container, net_id, force=False):
+        self.disconnected.append((container, net_id, force))
+        if container in self.failing:
+            raise api_error(f"endpoint {container} not found in the store")
+
+
+class FakeClient:
+    def __init__(self, containers=(), networks=(), volumes=(), api=None) -> None:
+        self.containers = FakeCollection(list(containers))
+        self.networks = FakeCollection(list(networks))
+        self.volumes = FakeCollection(list(volumes))
+        self.api = api or FakeApi()
+
+
+def test_sweep_carries_on_past_failures() -> None:
+    busy = FakeResource("t-c1-1", [api_error("removal of t-c1-1 is in progress")])
+    network = FakeResource("t_stack", [api_error(STALE), api_error(STALE)])
+    client = FakeClient(
+        containers=[busy, FakeResource("t-c2-1")],
+        networks=[network],
+        volumes=[FakeResource("t_redis-data"), FakeResource("t_postgres-data")],
+    )
+
+    removed = remove_stack_resources(client, "t")
+
+    assert removed.containers == ["t-c2-1"]
+    assert removed.networks == []
+    assert removed.volumes == ["t_redis-data", "t_postgres-data"]
+    assert [(f.kind, f.name) for f in removed.failures] == [
+        ("container", "t-c1-1"),
+        ("network", "t_stack"),
+    ]
+    assert network.removals == 2
+    assert client.api.disconnected == []
+
+
+def test_sweep_failure_messages_name_fixes() -> None:
+    busy = FakeResource("t-c1-1", [api_error("removal of t-c1-1 is in progress")])
+    network = FakeResource("t_stack", [api_error(STALE), api_error(STALE)])
+    volume = FakeResource("t_redis-data", [api_error("volume is in use - [abc]")])
+    client = FakeClient(containers=[busy], networks=[network], volumes=[volume])
+
+    failures = remove_stack_resources(client, "t").failures
+
+    assert [f.describe() for f in failures] == [
+        "container t-c1-1: removal of t-c1-1 is in progress; remove it with "
+        "`docker rm -f t-c1-1`, then run `harness stack down --project-name t` "
+        "again",
+        f"network t_stack: {STALE}; no container uses it any more, but the engine "
+        "holds stale endpoints on it and neither the engine's inspect output nor "
+        "its error names an endpoint to disconnect; restarting the Docker daemon "
+        "(`systemctl restart docker`) clears them, and also stops every container "
+        "on this engine unless live-restore is enabled; then run `harness stack "
+        "down --project-name t` again",
+        "volume t_redis-data: volume is in use - [abc]; remove the containers that "
+        "use it (`docker ps -a --filter volume=t_redis-data`), then run `harness "
+        "stack down --project-name t` again",
+    ]
+
+
+def test_sweep_disconnects_stale_endpoints() -> None:
+    endpoints = {"ep-0123": {"Name": "t-c1-1"}, "ep-4567": {"Name": "t-c2-1"}}
+    network = FakeResource("t_stack", [api_error(STALE)], endpoints)
+    client = FakeClient(networks=[network], volumes=[FakeResource("t_redis-data")])
+
+    removed = remove_stack_resources(client, "t")
+
+    assert client.api.disconnected == [
+        ("t-c1-1", "id-t_stack", True),
+        ("t-c2-1", "id-t_stack", True),
+    ]
+    assert removed.networks == ["t_stack"]
+    assert removed.volumes == ["t_redis-data"]
+    assert removed.failures == []
+
+
+def test_sweep_disconnects_endpoints_named_in_error() -> None:
+    # The error format of Docker 25 and later, which lists the endpoints.
+    error = (
+        "error while removing network: network t_stack has active endpoints "
+        '(name:"t-c1-1" id:"0123456789ab", name:"t-c2-1" id:"456789abcdef")'
+    )
+    network = FakeResource("t_stack", [api_error(error)])
+    client = FakeClient(networks=[network])
+
+    removed = remove_stack_resources(client, "t")
+
+    assert [name for name, _, _ in client.api.disconnected] == ["t-c1-1", "t-c2-1"]
+    assert removed.networks == ["t_stack"]
+
+
+def test_sweep_reports_failed_disconnect() -> None:
+    endpoints = {"ep-0123": {"Name": "t-c1-1"}}
+    network = FakeResource("t_stack", [api_error(STALE), api_error(STALE)], endpoints)
+    client = FakeClient(networks=[network], api=FakeApi(failing=["t-c1-1"]))
+
+    [failure] = remove_stack_resources(client, "t").failures
+
+    assert failure.error == (
+        f"{STALE}; disconnecting t-c1-1 failed: endpoint t-c1-1 not found in the store"
+    )
+    assert "`docker network disconnect -f` of its endpoints t-c1-1 did not help" in (
+        failure.fix
+    )
+
+
+def test_sweep_goes_on_after_failed_listing() -> None:
+    client = FakeClient(
+        containers=[FakeResource("t-c1-1")],
+        volumes=[FakeResource("t_redis-data")],
+    )
+    client.networks = FakeCollection([], api_error("context deadline exceeded"))
+
+    removed = remove_stack_resources(client, "t")
+
+    assert removed.containers == ["t-c1-1"]
+    assert removed.volumes == ["t_redis-data"]
+    assert removed.failures == [
+        SweepFailure(
+            "listing of",
+            "networks",
+            "context deadline exceeded",
+            "check the Docker daemon's log, then run `harness stack down "
+            "--project-name t` again",
+        )
+    ]
+
+
+def test_down_report_lists_every_failure(monkeypatch, capsys) -> None:
+    monkeypatch.setattr("harness.stack.stop_with_compose", lambda tool, spec: None)
+    monkeypatch.setattr("harness.stack.detect_compose_tool", lambda: STANDALONE)
+    busy = FakeResource("t-c1-1", [api_error("removal of t-c1-1 is in progress")])
+    network = FakeResource("t_stack", [api_error(STALE), api_error(STALE)])
+    client = FakeClient(
+        containers=[busy], networks=[network], volumes=[FakeResource("t_redis")]
+    )
+
+    with pytest.raises(typer.Exit) as caught:
+        _remove_and_report(client, StackSpec(project=f"pytest-sweep-{os.getpid()}"))
+    output = capsys.readouterr()
+
+    assert caught.value.exit_code == 2
+    assert output.out.startswith(
+        f"stack pytest-sweep-{os.getpid()} partly removed; the label sweep found 0 "
+        "containers, 0 networks and 1 volumes that Compose left"
+    )
+    lines = output.err.splitlines()
+    assert lines[0] == (
+        f"error: 2 resource(s) of stack pytest-sweep-{os.getpid()} could not be "
+        "removed:"
+    )
+    assert lines[1].startswith("  container t-c1-1: removal of t-c1-1 is in progress")
+    assert lines[2].startswith(f"  network t_stack: {STALE}; no container uses it")
+    assert len(lines) == 3

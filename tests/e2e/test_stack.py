@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from harness.compose import (
     ALERTS_FILE,
+    LABEL_PROMETHEUS_DIGEST,
     LABEL_STACK,
     LABEL_STACK_PROJECT,
     PROMETHEUS_IMAGE,
@@ -224,6 +225,56 @@ def test_killed_coordinator_restarts(stack: str, client) -> None:
     assert body["instance"] == "c2"
     assert coordinator.attrs["RestartCount"] == 1
     assert coordinator.attrs["State"]["Status"] == "running"
+
+
+def coordinator_targets(prometheus_port: int) -> dict[str, str]:
+    url = f"http://127.0.0.1:{prometheus_port}/api/v1/targets?state=active"
+    _, reply = http_json(url)
+    return {
+        target["labels"]["instance"]: target["health"]
+        for target in reply["data"]["activeTargets"]
+        if target["labels"]["job"] == "coordinator"
+    }
+
+
+def test_up_again_rescrapes_coordinators(runtime_image: str, client) -> None:
+    # `up` on a running stack with other instances rewrites prometheus.yml,
+    # which the running Prometheus would never read again on its own.
+    project = f"{PROJECT}-rescale"
+    prometheus_port = PROMETHEUS_PORT + 700
+    options = [
+        "--prometheus-port",
+        str(prometheus_port),
+        "--coordinator-port",
+        str(COORDINATOR_PORT + 700),
+        "--project-name",
+        project,
+    ]
+    runner = CliRunner()
+    targets = []
+    digests = []
+    try:
+        for instances in (2, 3, 2):
+            result = runner.invoke(app, ["up", "--instances", str(instances), *options])
+            assert result.exit_code == 0, result.output
+            targets.append(coordinator_targets(prometheus_port))
+            containers = stack_resources(client, project)["containers"]
+            digests += [
+                c.labels[LABEL_PROMETHEUS_DIGEST]
+                for c in containers
+                if c.labels[LABEL_SERVICE] == "prometheus"
+            ]
+    finally:
+        runner.invoke(app, ["down", "--project-name", project])
+
+    assert targets == [
+        {"c1": "up", "c2": "up"},
+        {"c1": "up", "c2": "up", "c3": "up"},
+        {"c1": "up", "c2": "up"},
+    ]
+    assert len(digests) == 3
+    assert digests[0] == digests[2]
+    assert digests[1] != digests[0]
 
 
 def test_down_unknown_project_removes_nothing() -> None:
