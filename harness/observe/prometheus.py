@@ -336,9 +336,8 @@ class PrometheusServer:
             with urllib.request.urlopen(url, timeout=API_TIMEOUT_S) as reply:
                 body = json.load(reply)
         except urllib.error.HTTPError as err:
-            body = json.loads(err.read() or b"{}")
             raise HarnessError(
-                f"Prometheus rejected {path} {params}: {body.get('error', err)}"
+                f"Prometheus rejected {path} {params}: {_error_text(err)}"
             ) from err
         except (urllib.error.URLError, OSError) as err:
             raise InfrastructureError(
@@ -408,6 +407,14 @@ class PrometheusServer:
                 )
             )
         return sorted(alerts, key=lambda alert: (alert.first_s, alert.name))
+
+
+def _error_text(err: urllib.error.HTTPError) -> str:
+    """Return the `error` field of Prometheus's JSON error body, else the status."""
+    try:
+        return str(json.loads(err.read())["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(err)
 
 
 def _timestamp(text: str) -> float:

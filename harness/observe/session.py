@@ -87,7 +87,6 @@ class Observation:
         self.started_at = time.time()
         # Saved now, so the data of a run that is interrupted can be served too.
         self._save_alerts(observed_to=None, alerts=None)
-        self.finished = False
         self.report(
             f"prometheus: {self.prometheus.url} (scraping the harness and every "
             "coordinator each second)"

@@ -172,3 +172,14 @@ def test_observe_refuses_data_its_run_still_writes(prometheus_servers, tmp_path)
 
     assert f"container slot-harness-{live.run_id}-prometheus" in str(caught.value)
     assert f"still writes {live.data_dir}" in str(caught.value)
+
+
+def test_rejected_query_names_prometheus_error(prometheus_servers):
+    server = prometheus_servers("query")
+    server.start(replay_config(), "replay.yml")
+
+    with pytest.raises(HarnessError) as caught:
+        server.api("query", query="sum(")
+
+    assert "Prometheus rejected query" in str(caught.value)
+    assert "parse error" in str(caught.value)
