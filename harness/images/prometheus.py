@@ -24,7 +24,7 @@ from harness.images.recipe import (
 from harness.images.runtime import build_on_base
 
 PROMETHEUS_REPOSITORY = "slot-harness/prometheus"
-# Where Debian's package `prometheus` puts its binaries.
+# Paths of the binaries that Debian's package `prometheus` installs.
 PROMETHEUS_BINARIES = (Path("/usr/bin/prometheus"), Path("/usr/bin/promtool"))
 PACKAGE_HINT = (
     "install Debian's package: apt-get install --no-install-recommends "
