@@ -243,7 +243,6 @@ class Run:
         # The firing after which every event of a batch went out at least once;
         # later firings of its events are redeliveries.
         batch_done_at = _batch_sent_firings(plan)
-        events_per_batch = {batch.batch_id: len(batch.events) for batch in plan.batches}
         progress = Progress(
             TextColumn("storm"),
             BarColumn(),
@@ -257,8 +256,7 @@ class Run:
 
             def on_firing(fired: int) -> None:
                 if fired in batch_done_at:
-                    batch_id = batch_done_at[fired]
-                    self.metrics.batch_fired(batch_id, events_per_batch[batch_id])
+                    self.metrics.batch_fired(*batch_done_at[fired])
                 active = ", ".join(f"{k}" for k, n in ctx.active.items() if n > 0)
                 violations = sum(self.online.violations.values())
                 status = f"faults: {active or 'none'}  online violations: {violations}"
@@ -318,18 +316,22 @@ class Run:
         return final_state
 
 
-def _batch_sent_firings(plan) -> dict[int, str]:
-    """Map the firing number that completes each batch's events to the batch."""
-    unsent = {batch.batch_id: len(batch.events) for batch in plan.batches}
+def _batch_sent_firings(plan) -> dict[int, tuple[str, int]]:
+    """Map the firing number that completes each batch's events to the batch.
+
+    The value is the batch id and its number of distinct events.
+    """
+    events = {batch.batch_id: len(batch.events) for batch in plan.batches}
+    unsent = dict(events)
     seen: set = set()
-    done_at: dict[int, str] = {}
+    done_at: dict[int, tuple[str, int]] = {}
     for number, event in enumerate(plan.firings, 1):
         if event in seen:
             continue
         seen.add(event)
         unsent[event.batch_id] -= 1
         if unsent[event.batch_id] == 0:
-            done_at[number] = event.batch_id
+            done_at[number] = (event.batch_id, events[event.batch_id])
     return done_at
 
 
